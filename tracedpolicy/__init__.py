@@ -1,0 +1,63 @@
+"""tracedpolicy: observable asyncio event loop policies.
+
+Wrap the process-wide policy, whatever it is, and every loop creation, ``set_event_loop`` and
+``get_event_loop`` (hit, implicit creation or miss) is recorded, with nothing else changed::
+
+    import asyncio, tracedpolicy
+
+    tracedpolicy.install()                      # wraps the current policy (uvloop's, yours, ...)
+    asyncio.run(main())
+    print(tracedpolicy.snapshot())
+
+    @tracedpolicy.traced                        # or trace your own policy class
+    class MyPolicy(asyncio.DefaultEventLoopPolicy): ...
+
+    asyncio.run(main(), loop_factory=tracedpolicy.loop_factory())   # 3.12+, and past 3.16
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracedpolicy import hierarchy
+from tracedpolicy.factory import TracedLoopFactory, loop_factory
+from tracedpolicy.install import install, installed, uninstall
+from tracedpolicy.policy import TracedEventLoopPolicy, is_traced, traced
+from tracedpolicy.recorder import (
+    PolicyEvent,
+    add_observer,
+    internal_errors,
+    remove_observer,
+    snapshot,
+)
+
+__version__ = "0.1.0"
+
+# The traced stdlib classes are listed only where the platform has them, as asyncio does.
+__all__ = [
+    *hierarchy.CLASSES,
+    "PolicyEvent",
+    "TracedEventLoopPolicy",
+    "TracedLoopFactory",
+    "add_observer",
+    "install",
+    "installed",
+    "internal_errors",
+    "is_traced",
+    "loop_factory",
+    "remove_observer",
+    "snapshot",
+    "traced",
+    "uninstall",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Hand out the traced stdlib classes this platform has; fail like asyncio for the rest."""
+    if name in hierarchy.CLASSES:
+        return hierarchy.CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(hierarchy.CLASSES))

@@ -1,0 +1,62 @@
+"""Traced loop factories: the path for ``asyncio.run(loop_factory=...)`` and beyond 3.16.
+
+``asyncio.Runner(loop_factory=f)`` (3.11+), ``asyncio.run(main(), loop_factory=f)`` (3.12+) and
+``uvloop.run(main(), loop_factory=f)`` never touch the policy, and CPython's main branch has
+removed policies altogether. A :class:`TracedLoopFactory` records its loops through the same
+recorder as traced policies, so they are counted either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Optional
+
+from tracedpolicy.policy import API, _new, label_of
+from tracedpolicy.recorder import PolicyRecorder, recorder_for
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+class TracedLoopFactory:
+    """A callable that makes loops with ``base`` and records each one."""
+
+    __slots__ = ("_recorder", "base")
+
+    def __init__(self, base: LoopFactory, recorder: PolicyRecorder) -> None:
+        self.base = base
+        self._recorder = recorder
+
+    def __call__(self) -> asyncio.AbstractEventLoop:
+        return _new(self.base, self._recorder)
+
+    def __repr__(self) -> str:
+        return f"<TracedLoopFactory around {self.base!r}>"
+
+
+def loop_factory(
+    base: Optional[LoopFactory] = None, *, label: Optional[str] = None
+) -> TracedLoopFactory:
+    """Return a traced loop factory around ``base`` (a loop class or function).
+
+    ``base=None`` uses the platform's default loop class (``asyncio.EventLoop`` on 3.13+).
+    Loops are labelled with ``base``'s qualified name unless ``label`` says otherwise.
+    """
+    if isinstance(base, TracedLoopFactory):
+        return base
+    if base is None:
+        base = API.default_loop_factory
+    if not callable(base):
+        raise TypeError(
+            "loop_factory() expects a callable that returns an event loop, such as "
+            f"asyncio.EventLoop or uvloop.new_event_loop, not {type(base).__name__!r}"
+        )
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label must be a str or None, not {type(label).__name__!r}")
+    name = label or (label_of(base) if isinstance(base, type) else _function_label(base))
+    return TracedLoopFactory(base, recorder_for(name))
+
+
+def _function_label(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None) or "builtins"
+    qualname = getattr(function, "__qualname__", None) or type(function).__qualname__
+    return f"{module}.{qualname}"

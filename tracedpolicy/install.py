@@ -1,0 +1,69 @@
+"""Install a traced policy as the process-wide policy, and put the previous one back."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, cast
+
+from tracedpolicy.policy import (
+    API,
+    TracedEventLoopPolicy,
+    _check_policy_instance,
+    _require_policies,
+    is_traced,
+)
+
+_lock = threading.Lock()
+_installed: Optional[Any] = None
+_previous: Optional[Any] = None
+
+
+def install(base: Any = None, **options: Any) -> Any:
+    """Trace the process-wide policy (or ``base``) and make the traced one process-wide.
+
+    Idempotent: while our policy is still installed, ``install()`` returns it. The first
+    install remembers the policy it replaced, which :func:`uninstall` restores.
+    """
+    global _installed, _previous
+    _require_policies(API)
+    if base is not None:
+        _check_policy_instance("install()", base, API)
+    get_policy, set_policy = cast(Any, API.get_policy), cast(Any, API.set_policy)
+    with _lock:
+        current = get_policy()
+        if base is None:
+            base = current
+        elif _installed is not None and _wrapped_by(_installed) is base:
+            base = _installed
+        policy = base if is_traced(base) else TracedEventLoopPolicy(base, **options)
+        if policy is current:
+            return policy
+        set_policy(policy)
+        if current is not _installed:
+            _previous = current
+        _installed = policy
+        return policy
+
+
+def _wrapped_by(policy: Any) -> Any:
+    return policy.base if type(policy) is TracedEventLoopPolicy else None
+
+
+def uninstall() -> None:
+    """Put back the policy that the first :func:`install` replaced; a no-op if none did.
+
+    If someone replaced our policy since, theirs is left in place and only forgotten here.
+    """
+    global _installed, _previous
+    with _lock:
+        if _installed is None:
+            return
+        if API.get_policy is not None and API.set_policy is not None:
+            if API.get_policy() is _installed:
+                API.set_policy(_previous)
+        _installed = _previous = None
+
+
+def installed() -> Optional[Any]:
+    """The traced policy :func:`install` made process-wide, or None."""
+    return _installed
