@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 
 @dataclass
@@ -12,11 +13,13 @@ class Outcome:
     """One call's result (as given by ``name_of``), exception and warnings, attribution included."""
 
     result: Any = None
-    error: Optional[tuple[str, str]] = None
+    error: tuple[str, str] | None = None
     warnings: list[tuple[str, str, str, int]] = field(default_factory=list)
 
 
-def observe(call: Callable[[], Any], name_of: Callable[[Any], Any] = lambda value: value) -> Outcome:
+def observe(
+    call: Callable[[], Any], name_of: Callable[[Any], Any] = lambda value: value
+) -> Outcome:
     """Run ``call`` with every warning recorded, returning what happened instead of raising."""
     outcome = Outcome()
     with warnings.catch_warnings(record=True) as caught:
@@ -25,7 +28,23 @@ def observe(call: Callable[[], Any], name_of: Callable[[Any], Any] = lambda valu
             outcome.result = name_of(call())
         except Exception as error:
             outcome.error = (type(error).__name__, str(error))
-    outcome.warnings = [
-        (w.category.__name__, str(w.message), w.filename, w.lineno) for w in caught
-    ]
+    outcome.warnings = [(w.category.__name__, str(w.message), w.filename, w.lineno) for w in caught]
     return outcome
+
+
+def in_thread(call: Callable[[], Any], name: str = "worker") -> Any:
+    """Run ``call`` in a new thread named ``name`` and return (or raise) what it did."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as error:
+            box["error"] = error
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")

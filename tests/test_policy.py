@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import threading
 import warnings
 from typing import Any, Callable
 
@@ -17,12 +16,12 @@ from tracedpolicy import TracedEventLoopPolicy, traced
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.recorder import recorder_for
 
-from .outcomes import Outcome, observe
+from .outcomes import Outcome, in_thread, observe
 
 DefaultPolicy: type = RUNNING.default_policy  # type: ignore[assignment]
 
 
-class MyPolicy(DefaultPolicy):  # type: ignore[misc,valid-type]
+class MyPolicy(DefaultPolicy):  # type: ignore[misc]
     """A user's policy in the asyncio docs' style, with an extra method and attribute."""
 
     greeting = "hello"
@@ -39,24 +38,6 @@ TRACINGS: dict[str, Callable[[], Any]] = {
     "hierarchy": lambda: tracedpolicy.TracedDefaultEventLoopPolicy(),
     "decorated": lambda: TracedMyPolicy(),
 }
-
-
-def in_thread(call: Callable[[], Any], name: str = "worker") -> Any:
-    """Run ``call`` in a new thread named ``name`` and return (or raise) what it did."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = call()
-        except BaseException as error:
-            box["error"] = error
-
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
 
 
 @pytest.mark.parametrize("tracing", TRACINGS)
@@ -142,7 +123,7 @@ def test_asyncio_get_event_loop_warning_points_at_the_callers_line(
     results = []
     for policy in (DefaultPolicy(), TRACINGS[tracing]()):
         RUNNING.set_policy(policy)  # type: ignore[misc]
-        outcome = observe(lambda: asyncio.get_event_loop(), name_of=type)  # noqa: PLW0108
+        outcome = observe(lambda: asyncio.get_event_loop(), name_of=type)
         loops.append(policy._local._loop)
         results.append(outcome)
     assert results[0] == results[1]
@@ -246,7 +227,7 @@ def test_bad_input_raises_a_type_error_naming_what_was_expected(
 ) -> None:
     if RUNNING.is_windows:
         message = message.replace("_UnixDefaultEventLoopPolicy", DefaultPolicy.__qualname__)
-    with pytest.raises(TypeError, match="expects|label") as error:
+    with pytest.raises(TypeError, match=r"expects|label") as error:
         call()
     assert message in str(error.value)
 

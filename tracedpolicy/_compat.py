@@ -19,7 +19,7 @@ import threading
 import types
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 #: The modules whose frames the "There is no current event loop" warning skips, so that it points
 #: at the user's line. asyncio skips its own; a traced policy adds a frame of ours in between.
@@ -34,14 +34,14 @@ class AsyncioPolicyApi:
 
     version: tuple[int, int, int]
     is_windows: bool
-    abstract_policy: Optional[type]
-    base_default_policy: Optional[type]
-    default_policy: Optional[type]
-    windows_selector_policy: Optional[type]
-    windows_proactor_policy: Optional[type]
-    default_loop_factory: Optional[LoopFactory]
-    get_policy: Optional[Callable[[], Any]]
-    set_policy: Optional[Callable[[Any], None]]
+    abstract_policy: type | None
+    base_default_policy: type | None
+    default_policy: type | None
+    windows_selector_policy: type | None
+    windows_proactor_policy: type | None
+    default_loop_factory: LoopFactory | None
+    get_policy: Callable[[], Any] | None
+    set_policy: Callable[[Any], None] | None
 
     @property
     def has_policies(self) -> bool:
@@ -58,9 +58,7 @@ class AsyncioPolicyApi:
         """Whether that implicit creation emits "There is no current event loop"."""
         v = self.version
         return (
-            (3, 10, 9) <= v < (3, 10, 10)
-            or (3, 11, 1) <= v < (3, 11, 2)
-            or (3, 12) <= v < (3, 14)
+            (3, 10, 9) <= v < (3, 10, 10) or (3, 11, 1) <= v < (3, 11, 2) or (3, 12) <= v < (3, 14)
         )
 
     @property
@@ -74,7 +72,7 @@ class AsyncioPolicyApi:
         return self.version < (3, 14)
 
 
-def _lookup(module: Optional[types.ModuleType], *names: str) -> Any:
+def _lookup(module: types.ModuleType | None, *names: str) -> Any:
     """Return the first of ``names`` that ``module`` defines, without running its __getattr__."""
     if module is None:
         return None
@@ -139,7 +137,7 @@ def warn_no_current_event_loop() -> None:
     lack ``__name__`` fails the walk with the same AttributeError as in CPython.
     """
     stacklevel = 1
-    frame: Optional[types.FrameType] = sys._getframe(0)
+    frame: types.FrameType | None = sys._getframe(0)
     while frame:
         module = frame.f_globals.get("__name__")
         if not any(module == name or module.startswith(name + ".") for name in _SKIPPED_MODULES):  # type: ignore[union-attr]

@@ -9,9 +9,10 @@ recorder as traced policies, so they are counted either way.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-from tracedpolicy.policy import API, _new, label_of
+from tracedpolicy.options import Options
+from tracedpolicy.policy import API, _new
 from tracedpolicy.recorder import PolicyRecorder, recorder_for
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -33,14 +34,13 @@ class TracedLoopFactory:
         return f"<TracedLoopFactory around {self.base!r}>"
 
 
-def loop_factory(
-    base: Optional[LoopFactory] = None, *, label: Optional[str] = None
-) -> TracedLoopFactory:
+def loop_factory(base: LoopFactory | None = None, **options: Any) -> TracedLoopFactory:
     """Return a traced loop factory around ``base`` (a loop class or function).
 
     ``base=None`` uses the platform's default loop class (``asyncio.EventLoop`` on 3.13+).
-    Loops are labelled with ``base``'s qualified name unless ``label`` says otherwise.
+    Loops are labelled with ``base``'s qualified name unless the ``label`` option says otherwise.
     """
+    parsed = Options.parse("loop_factory()", options)
     if isinstance(base, TracedLoopFactory):
         return base
     if base is None:
@@ -50,13 +50,11 @@ def loop_factory(
             "loop_factory() expects a callable that returns an event loop, such as "
             f"asyncio.EventLoop or uvloop.new_event_loop, not {type(base).__name__!r}"
         )
-    if label is not None and not isinstance(label, str):
-        raise TypeError(f"label must be a str or None, not {type(label).__name__!r}")
-    name = label or (label_of(base) if isinstance(base, type) else _function_label(base))
-    return TracedLoopFactory(base, recorder_for(name))
+    return TracedLoopFactory(base, recorder_for(parsed.label or _label_of(base)))
 
 
-def _function_label(function: Callable[..., Any]) -> str:
+def _label_of(function: Callable[..., Any]) -> str:
+    """A class's or function's qualified name; a partial or other callable's type's."""
     module = getattr(function, "__module__", None) or "builtins"
     qualname = getattr(function, "__qualname__", None) or type(function).__qualname__
     return f"{module}.{qualname}"

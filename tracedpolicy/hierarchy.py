@@ -13,7 +13,7 @@ so the Windows classes come out of the same code that the tests run against stan
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any
 
 from tracedpolicy._compat import AsyncioPolicyApi
 from tracedpolicy.policy import API, traced_subclass
@@ -49,10 +49,10 @@ def build_hierarchy(api: AsyncioPolicyApi) -> dict[str, type]:
 
 
 def _trace(
-    stdlib_class: Optional[type],
+    stdlib_class: type | None,
     kind: str,
     api: AsyncioPolicyApi,
-    attributes: Optional[dict[str, Any]] = None,
+    attributes: dict[str, Any] | None = None,
 ) -> type:
     if stdlib_class is None:
         raise RuntimeError(f"asyncio has no {kind} event loop policy to trace on this platform")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, cast
+from typing import Any, cast
 
+from tracedpolicy.options import Options
 from tracedpolicy.policy import (
     API,
     TracedEventLoopPolicy,
@@ -14,8 +15,8 @@ from tracedpolicy.policy import (
 )
 
 _lock = threading.Lock()
-_installed: Optional[Any] = None
-_previous: Optional[Any] = None
+_installed: Any | None = None
+_previous: Any | None = None
 
 
 def install(base: Any = None, **options: Any) -> Any:
@@ -26,6 +27,7 @@ def install(base: Any = None, **options: Any) -> Any:
     """
     global _installed, _previous
     _require_policies(API)
+    Options.parse("install()", options)
     if base is not None:
         _check_policy_instance("install()", base, API)
     get_policy, set_policy = cast(Any, API.get_policy), cast(Any, API.set_policy)
@@ -58,12 +60,12 @@ def uninstall() -> None:
     with _lock:
         if _installed is None:
             return
-        if API.get_policy is not None and API.set_policy is not None:
-            if API.get_policy() is _installed:
-                API.set_policy(_previous)
+        get_policy, set_policy = cast(Any, API.get_policy), cast(Any, API.set_policy)
+        if get_policy() is _installed:
+            set_policy(_previous)
         _installed = _previous = None
 
 
-def installed() -> Optional[Any]:
+def installed() -> Any | None:
     """The traced policy :func:`install` made process-wide, or None."""
     return _installed

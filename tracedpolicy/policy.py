@@ -20,10 +20,11 @@ import inspect
 import threading
 import time
 from threading import get_ident
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from tracedpolicy import _compat
 from tracedpolicy._compat import AsyncioPolicyApi
+from tracedpolicy.options import Options
 from tracedpolicy.recorder import PolicyRecorder, _MainThread, record_internal_error, recorder_for
 
 API = _compat.RUNNING
@@ -93,7 +94,7 @@ def _get_from_stock(
         if api.warns_on_implicit_creation:
             _compat.warn_no_current_event_loop()
         outer.set_event_loop(outer.new_event_loop())
-        loop: Optional[Loop] = holder._local._loop
+        loop: Loop | None = holder._local._loop
         if loop is not None:
             _safely(recorder.loop_got_created, loop)
             return loop
@@ -132,7 +133,7 @@ def _count_hit(recorder: PolicyRecorder) -> None:
     next(counter.tick)
 
 
-def _set(inner_set: Callable[[Optional[Loop]], None], loop: Any, recorder: PolicyRecorder) -> None:
+def _set(inner_set: Callable[[Loop | None], None], loop: Any, recorder: PolicyRecorder) -> None:
     """Set through the base (its checks, errors and side effects), then record."""
     inner_set(loop)
     _safely(recorder.loop_set, loop)
@@ -169,23 +170,27 @@ class TracedEventLoopPolicy(_PolicyBase):
         self,
         base: Any = None,
         *,
-        label: Optional[str] = None,
         _api: AsyncioPolicyApi = API,
+        **options: Any,
     ) -> None:
         if base is self:  # __new__ returned an already traced policy
             return
         _require_policies(_api)
-        if base is None:
+        parsed = Options.parse("TracedEventLoopPolicy()", options)
+        if base is not None:
+            _check_policy_instance("TracedEventLoopPolicy()", base, _api)
+        else:
             base = cast(Callable[[], Any], _api.default_policy)()
-        _check_policy_instance("TracedEventLoopPolicy()", base, _api)
-        if label is not None and not isinstance(label, str):
-            raise TypeError(f"label must be a str or None, not {type(label).__name__!r}")
-        recorder = recorder_for(label or label_of(type(base)))
+        recorder = recorder_for(parsed.label or label_of(type(base)))
         own = object.__setattr__
         own(self, "_api", _api)
         own(self, "_base", base)
         own(self, "_recorder", recorder)
-        own(self, "_stock_get", _uses_stock_get(type(base), _api) and "get_event_loop" not in _instance_dict(base))
+        own(
+            self,
+            "_stock_get",
+            _uses_stock_get(type(base), _api) and "get_event_loop" not in _instance_dict(base),
+        )
         own(self, "_hits_main", recorder.hits_main.tick)
         own(self, "_hits_other", recorder.hits_other.tick)
 
@@ -196,14 +201,14 @@ class TracedEventLoopPolicy(_PolicyBase):
 
     def get_event_loop(self) -> Loop:
         if self._stock_get:
-            loop: Optional[Loop] = self._base._local._loop
+            loop: Loop | None = self._base._local._loop
             if loop is not None:
                 next(self._hits_main if get_ident() == _MainThread.ident else self._hits_other)
                 return loop
             return _get_from_stock(self, self._base, self._recorder, self._api)
         return _get_from_opaque(self._base.get_event_loop, self._recorder)
 
-    def set_event_loop(self, loop: Optional[Loop]) -> None:
+    def set_event_loop(self, loop: Loop | None) -> None:
         _set(self._base.set_event_loop, loop, self._recorder)
 
     def new_event_loop(self) -> Loop:
@@ -212,16 +217,16 @@ class TracedEventLoopPolicy(_PolicyBase):
     if API.has_child_watchers:
         # Properties, not methods: the base's bound method is returned and called directly, so
         # its 3.12/3.13 DeprecationWarning (stacklevel=3) still points at the user's line.
-        @property  # type: ignore[override]
+        @property
         def get_child_watcher(self) -> Callable[[], Any]:
             return cast(Callable[[], Any], self._base.get_child_watcher)
 
-        @property  # type: ignore[override]
+        @property
         def set_child_watcher(self) -> Callable[[Any], None]:
             return cast(Callable[[Any], None], self._base.set_child_watcher)
 
     @property  # type: ignore[misc]
-    def __class__(self) -> type:  # noqa: PLE0307
+    def __class__(self) -> type:
         """The base's class, so ``isinstance(p, type(base))`` holds as it did before wrapping."""
         return type(self._base)
 
@@ -281,9 +286,9 @@ def _check_policy_instance(caller: str, policy: Any, api: AsyncioPolicyApi) -> N
 def traced_subclass(
     cls: type,
     *,
-    name: Optional[str] = None,
-    label: Optional[str] = None,
-    attributes: Optional[dict[str, Any]] = None,
+    name: str | None = None,
+    label: str | None = None,
+    attributes: dict[str, Any] | None = None,
     api: AsyncioPolicyApi = API,
 ) -> type:
     """Build a subclass of the policy class ``cls`` whose calls are recorded.
@@ -292,12 +297,13 @@ def traced_subclass(
     ``attributes`` (such as a ``_loop_factory``) to its namespace.
     """
     recorder = recorder_for(label or label_of(cls))
+    subclass: type  # made last; the methods below look it up when called
     hits_main, hits_other = recorder.hits_main.tick, recorder.hits_other.tick
 
     if _uses_stock_get(cls, api):
 
         def get_event_loop(self: Any) -> Loop:
-            loop: Optional[Loop] = self._local._loop
+            loop: Loop | None = self._local._loop
             if loop is not None:
                 next(hits_main if get_ident() == _MainThread.ident else hits_other)
                 return loop
@@ -306,13 +312,17 @@ def traced_subclass(
     else:
 
         def get_event_loop(self: Any) -> Loop:
-            return _get_from_opaque(super(subclass, self).get_event_loop, recorder)
+            return _get_from_opaque(parent(self).get_event_loop, recorder)
 
-    def set_event_loop(self: Any, loop: Optional[Loop]) -> None:
-        _set(super(subclass, self).set_event_loop, loop, recorder)
+    def set_event_loop(self: Any, loop: Loop | None) -> None:
+        _set(parent(self).set_event_loop, loop, recorder)
 
     def new_event_loop(self: Any) -> Loop:
-        return _new(super(subclass, self).new_event_loop, recorder)
+        return _new(parent(self).new_event_loop, recorder)
+
+    def parent(self: Any) -> Any:
+        """``super()`` as seen from the subclass: the next class in ``self``'s MRO."""
+        return super(cast(Any, subclass), self)
 
     namespace: dict[str, Any] = {
         "__module__": cls.__module__ if name is None else __name__.rpartition(".")[0],
@@ -327,7 +337,7 @@ def traced_subclass(
     }
     for method in (get_event_loop, set_event_loop, new_event_loop):
         method.__doc__ = getattr(cls, method.__name__).__doc__
-    subclass: type = type(cls)(name or cls.__name__, (cls,), namespace)
+    subclass = type(cls)(name or cls.__name__, (cls,), namespace)
     return subclass
 
 

@@ -13,12 +13,13 @@ policy call: the failure is counted in :func:`internal_errors` and logged once p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import weakref
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 logger = logging.getLogger("tracedpolicy")
 
@@ -30,13 +31,13 @@ class PolicyEvent(NamedTuple):
     """``new_event_loop``, ``set_event_loop``, ``get_event_loop`` (a loop was created for the
     caller) or ``get_event_loop_miss`` (the RuntimeError for a thread without a loop)."""
     policy: str
-    loop: Optional[asyncio.AbstractEventLoop]
+    loop: asyncio.AbstractEventLoop | None
     thread_id: int
     thread_name: str
     is_main_thread: bool
-    duration: Optional[float] = None
+    duration: float | None = None
     """Seconds the base took to make the loop (``new_event_loop`` events only)."""
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
 
 
 Observer = Callable[[PolicyEvent], None]
@@ -135,12 +136,12 @@ class PolicyRecorder:
         #: Loops this label's policies made or were handed, to classify an opaque base's result.
         self.known_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
-    def loop_created(self, loop: asyncio.AbstractEventLoop, duration: Optional[float]) -> None:
+    def loop_created(self, loop: asyncio.AbstractEventLoop, duration: float | None) -> None:
         """A loop was made through a traced ``new_event_loop`` or loop factory."""
         self.remember(loop)
         self._emit("new_event_loop", loop, duration=duration)
 
-    def loop_set(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+    def loop_set(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """``set_event_loop(loop)`` succeeded; ``None`` clears the thread's loop."""
         if loop is not None:
             self.remember(loop)
@@ -155,17 +156,15 @@ class PolicyRecorder:
         self._emit("get_event_loop_miss", None, error=error)
 
     def remember(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
+        with contextlib.suppress(TypeError):  # a loop class without __weakref__ stays unknown
             self.known_loops.add(loop)
-        except TypeError:  # a loop class without __weakref__: it just stays unknown
-            pass
 
     def _emit(
         self,
         kind: str,
-        loop: Optional[asyncio.AbstractEventLoop],
-        duration: Optional[float] = None,
-        error: Optional[BaseException] = None,
+        loop: asyncio.AbstractEventLoop | None,
+        duration: float | None = None,
+        error: BaseException | None = None,
     ) -> None:
         main = is_main_thread()
         counter = self._counter(_count_key(kind, loop, main))
@@ -202,7 +201,7 @@ class PolicyRecorder:
         return counts
 
 
-def _count_key(kind: str, loop: Optional[asyncio.AbstractEventLoop], main: bool) -> str:
+def _count_key(kind: str, loop: asyncio.AbstractEventLoop | None, main: bool) -> str:
     thread = "main" if main else "other"
     if kind == "set_event_loop":
         return "set_event_loop.clear" if loop is None else "set_event_loop.set"

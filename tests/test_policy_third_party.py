@@ -1,0 +1,110 @@
+"""Wrapping real third-party policies: uvloop's, and tornado's AnyThreadEventLoopPolicy."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import warnings
+from typing import Any
+
+import pytest
+
+import tracedpolicy
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy._compat import RUNNING
+from tracedpolicy.policy import label_of
+
+from .outcomes import in_thread, observe
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from tornado.platform.asyncio import AnyThreadEventLoopPolicy
+
+
+def any_thread_policy() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tornado deprecates it, users keep it
+        return AnyThreadEventLoopPolicy()
+
+
+def test_uvloop_policy_is_wrapped_faithfully(loops: list[Any]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    base = uvloop.EventLoopPolicy()
+    policy = TracedEventLoopPolicy(base)
+    # uvloop 0.23 has its own get_event_loop (never creating implicitly); older ones inherit ours.
+    stock = asyncio.events.BaseDefaultEventLoopPolicy.get_event_loop
+    assert policy._stock_get == (type(base).get_event_loop is stock)
+    assert isinstance(policy, uvloop.EventLoopPolicy)
+    in_worker = [observe(functools.partial(in_thread, p.get_event_loop)) for p in (base, policy)]
+    assert in_worker[0] == in_worker[1]
+    assert in_worker[1].error == (
+        "RuntimeError",
+        "There is no current event loop in thread 'worker'.",
+    )
+    loop = policy.new_event_loop()
+    loops.append(loop)
+    assert isinstance(loop, uvloop.Loop)
+    policy.set_event_loop(loop)
+    assert policy.get_event_loop() is loop and base.get_event_loop() is loop
+
+
+def test_asyncio_run_under_an_installed_uvloop_wrapper_runs_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    RUNNING.set_policy(uvloop.EventLoopPolicy())  # type: ignore[misc]
+    policy = tracedpolicy.install()
+    before = policy._recorder.snapshot()
+
+    async def main() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert asyncio.run(main()).startswith("uvloop")
+    after = policy._recorder.snapshot()
+    assert after["new_event_loop"] == before.get("new_event_loop", 0) + 1
+    assert after["set_event_loop.set"] == before.get("set_event_loop.set", 0) + 1
+    assert after["set_event_loop.clear"] == before.get("set_event_loop.clear", 0) + 1
+
+
+def test_tornado_any_thread_policy_creates_in_workers_and_is_recorded() -> None:
+    base = any_thread_policy()
+    policy = TracedEventLoopPolicy(base)
+    assert not policy._stock_get, "tornado overrides get_event_loop; it must run as it is"
+    recorder = policy._recorder
+    assert recorder.label == label_of(AnyThreadEventLoopPolicy)
+    before = recorder.snapshot()
+    got: list[Any] = []
+
+    def worker() -> None:
+        loop = policy.get_event_loop()
+        got.extend([loop, policy.get_event_loop()])
+        loop.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert got[0] is got[1] and isinstance(got[0], asyncio.AbstractEventLoop)
+    after = recorder.snapshot()
+    assert (
+        after["get_event_loop.created.other"] == before.get("get_event_loop.created.other", 0) + 1
+    )
+    assert after["get_event_loop.hit.other"] == before["get_event_loop.hit.other"] + 1
+    assert after["new_event_loop"] == before.get("new_event_loop", 0) + 1
+
+
+def test_decorated_tornado_policy_counts_its_own_creation_once() -> None:
+    traced_class = tracedpolicy.traced(AnyThreadEventLoopPolicy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy = traced_class()
+    recorder = traced_class._tracedpolicy_recorder
+    before = recorder.snapshot()
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(policy.get_event_loop()))
+    thread.start()
+    thread.join()
+    box[0].close()
+    after = recorder.snapshot()
+    assert after["new_event_loop"] == before.get("new_event_loop", 0) + 1
+    assert (
+        after["get_event_loop.created.other"] == before.get("get_event_loop.created.other", 0) + 1
+    )
