@@ -1,0 +1,137 @@
+"""The recorder: exact counts across threads, observers, and failures that change nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any
+
+import pytest
+
+import tracedpolicy
+from tracedpolicy import PolicyEvent, TracedEventLoopPolicy
+from tracedpolicy._compat import RUNNING
+from tracedpolicy.recorder import Counter, internal_errors, recorder_for
+
+from .outcomes import in_thread
+
+DefaultPolicy: Any = RUNNING.default_policy
+
+
+def fresh_policy(label: str) -> Any:
+    return TracedEventLoopPolicy(DefaultPolicy(), label=label)
+
+
+def test_counts_are_exact_under_concurrent_hits() -> None:
+    policy = fresh_policy("tests.concurrent-hits")
+    threads, hits_each = 8, 5_000
+
+    def hit() -> None:
+        loop = policy.new_event_loop()
+        policy.set_event_loop(loop)
+        for _ in range(hits_each):
+            policy.get_event_loop()
+        policy.set_event_loop(None)
+        loop.close()
+
+    workers = [threading.Thread(target=hit) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert recorder_for("tests.concurrent-hits").snapshot() == {
+        "get_event_loop.hit.main": 0,
+        "get_event_loop.hit.other": threads * hits_each,
+        "new_event_loop": threads,
+        "set_event_loop.set": threads,
+        "set_event_loop.clear": threads,
+    }
+
+
+def test_a_scripted_sequence_is_counted_by_result_and_thread(loops: list[Any]) -> None:
+    policy = fresh_policy("tests.scripted")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loops.append(policy.get_event_loop())  # no loop yet: made implicitly
+    policy.get_event_loop()
+    policy.set_event_loop(None)
+    with pytest.raises(RuntimeError):
+        policy.get_event_loop()
+    with pytest.raises(RuntimeError):
+        in_thread(policy.get_event_loop)
+    counts = recorder_for("tests.scripted").snapshot()
+    assert counts["get_event_loop.created.main"] == 1
+    assert counts["get_event_loop.hit.main"] == 1
+    assert counts["get_event_loop.miss.main"] == 1
+    assert counts["get_event_loop.miss.other"] == 1
+    assert counts["set_event_loop.set"] == 1 and counts["set_event_loop.clear"] == 1
+    assert counts["new_event_loop"] == 1
+
+
+def test_observers_get_every_rare_event_with_its_thread(loops: list[Any]) -> None:
+    events: list[PolicyEvent] = []
+    tracedpolicy.add_observer(events.append)
+    try:
+        policy = fresh_policy("tests.observed")
+        loop = policy.new_event_loop()
+        loops.append(loop)
+        policy.set_event_loop(loop)
+        policy.get_event_loop()  # a hit: counted, not an event
+        policy.set_event_loop(None)
+        with pytest.raises(RuntimeError):
+            in_thread(policy.get_event_loop, name="observed-worker")
+    finally:
+        tracedpolicy.remove_observer(events.append)
+    assert [(e.kind, e.loop, e.thread_name, e.is_main_thread) for e in events] == [
+        ("new_event_loop", loop, "MainThread", True),
+        ("set_event_loop", loop, "MainThread", True),
+        ("set_event_loop", None, "MainThread", True),
+        ("get_event_loop_miss", None, "observed-worker", False),
+    ]
+    assert all(e.policy == "tests.observed" for e in events)
+    assert isinstance(events[-1].error, RuntimeError)
+    assert events[-1].thread_id != threading.get_ident() == events[0].thread_id
+
+
+def test_a_failing_observer_changes_nothing_and_is_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture, loops: list[Any]
+) -> None:
+    def broken(event: PolicyEvent) -> None:
+        raise ValueError("exporter down")
+
+    before = internal_errors().get("observer", 0)
+    tracedpolicy.add_observer(broken)
+    try:
+        policy = fresh_policy("tests.broken-observer")
+        with caplog.at_level(logging.ERROR, logger="tracedpolicy"):
+            loop = policy.new_event_loop()
+            loops.append(loop)
+            policy.set_event_loop(loop)
+            assert policy.get_event_loop() is loop
+            policy.set_event_loop(None)
+            with pytest.raises(RuntimeError, match="no current event loop") as miss:
+                policy.get_event_loop()
+    finally:
+        tracedpolicy.remove_observer(broken)
+    assert isinstance(miss.value, RuntimeError)
+    assert internal_errors()["observer"] == before + 4
+    logged = [r for r in caplog.records if "observer failed" in r.getMessage()]
+    assert len(logged) == (1 if before == 0 else 0)
+
+
+def test_add_observer_rejects_a_non_callable() -> None:
+    with pytest.raises(TypeError, match="observer must be a callable taking a PolicyEvent"):
+        tracedpolicy.add_observer(42)  # type: ignore[arg-type]
+
+
+def test_counter_reads_back_what_was_counted() -> None:
+    counter = Counter()
+    for _ in range(1234):
+        next(counter.tick)
+    assert counter.value == 1234
+
+
+def test_snapshot_lists_every_label() -> None:
+    fresh_policy("tests.snapshot").new_event_loop().close()
+    assert tracedpolicy.snapshot()["tests.snapshot"]["new_event_loop"] == 1
