@@ -1,57 +1,77 @@
-"""The README's main command: the demo runs and prints exact counts of what it did."""
+"""The README's main command: the live demo serves metrics on loopback and stops cleanly."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tracedpolicy._compat import RUNNING
 
-
-def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tracedpolicy", "demo", *args],
-        capture_output=True,
+@pytest.fixture
+def demo() -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracedpolicy", "demo", "--port", "0", "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
     )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
 
 
-def parse(output: str) -> dict[str, dict[str, int]]:
-    table: dict[str, dict[str, int]] = {}
-    label = ""
-    for line in output.splitlines():
-        if line.startswith("  "):
-            key, value = line.split()
-            table[label][key] = int(value)
-        elif not line.startswith("loops left open"):
-            label = line
-            table[label] = {}
-    return table
+def scrape(url: str) -> dict[str, float]:
+    """Sum every sample of each metric, over all label sets."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
-def test_demo_prints_what_its_workload_did() -> None:
-    run = run_demo("--threads", "3", "--rounds", "2")
-    assert run.returncode == 0, run.stderr
-    counts = parse(run.stdout)
-    policy = f"{RUNNING.default_policy.__module__}.{RUNNING.default_policy.__qualname__}"  # type: ignore[union-attr]
-    assert counts[policy] == {
-        "get_event_loop.hit.main": 0,
-        "get_event_loop.hit.other": 3 * 2 * 100,
-        "get_event_loop.miss.other": 3,
-        "new_event_loop": 3 * 2 + 1,  # the workers' loops and asyncio.run's
-        "set_event_loop.set": 3 * 2 + 1,
-        "set_event_loop.clear": 3 * 2 + 1,
-    }
-    if sys.version_info >= (3, 12):
-        assert counts["demo.loop_factory"]["new_event_loop"] == 1
-    assert run.stdout.splitlines()[-1] == "loops left open by the workload: 2"
+def test_demo_serves_live_metrics_on_loopback_and_stops_on_ctrl_c(
+    demo: subprocess.Popen[str],
+) -> None:
+    assert demo.stdout is not None
+    first = demo.stdout.readline()
+    assert first.startswith("serving metrics on http://127.0.0.1:"), first + demo.stderr.read()  # type: ignore[union-attr]
+    url = first.split()[3]
+    deadline = time.monotonic() + 30
+    totals = scrape(url)
+    while totals.get("asyncio_loop_closed_total", 0) < 10 and time.monotonic() < deadline:
+        totals = scrape(url)  # the workload is running; its counts only grow
+    assert totals["asyncio_loop_closed_total"] >= 10
+    assert totals["asyncio_policy_get_event_loop_calls_total"] > 0
+    assert totals["asyncio_loop_open"] > 0  # the leaking worker's loops
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=30)
+    assert demo.returncode == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("stopped. loops created") and " open 0 " in last
 
 
-@pytest.mark.parametrize("bad", ["0", "-2", "many"])
-def test_demo_rejects_a_bad_count_by_name(bad: str) -> None:
-    run = run_demo("--threads", bad)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--threads", "0"], "argument --threads: expected a whole number from 1 to 64, got '0'"),
+        (["--port", "http"], "--port: expected a whole number from 0 to 65535, got 'http'"),
+        (["--interval", "-1"], "argument --interval: expected a positive number of seconds"),
+    ],
+)
+def test_demo_rejects_a_bad_argument_by_name(args: list[str], message: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "tracedpolicy", "demo", *args], capture_output=True, text=True
+    )
     assert run.returncode == 2
-    assert f"argument --threads: expected a positive whole number, got '{bad}'" in run.stderr
+    assert message in run.stderr

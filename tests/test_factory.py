@@ -43,10 +43,10 @@ def run_with(factory: Callable[[], asyncio.AbstractEventLoop]) -> asyncio.Abstra
 def test_default_factory_makes_the_platform_default_loop_and_records_it() -> None:
     factory = tracedpolicy.loop_factory()
     assert factory.base is RUNNING.default_loop_factory
-    before = recorder_for(DEFAULT_LABEL).snapshot().get("new_event_loop", 0)
+    before = recorder_for(DEFAULT_LABEL).snapshot().get("loops.created", 0)
     loop = run_with(factory)
     assert type(loop) is RUNNING.default_loop_factory and loop.is_closed()
-    assert recorder_for(DEFAULT_LABEL).snapshot()["new_event_loop"] == before + 1
+    assert recorder_for(DEFAULT_LABEL).snapshot()["loops.created"] == before + 1
 
 
 def test_factory_loops_never_touch_the_process_policy() -> None:
@@ -54,7 +54,7 @@ def test_factory_loops_never_touch_the_process_policy() -> None:
     before = policy._recorder.snapshot()
     run_with(tracedpolicy.loop_factory(label="tests.factory-only"))
     assert policy._recorder.snapshot() == before
-    assert recorder_for("tests.factory-only").snapshot()["new_event_loop"] == 1
+    assert recorder_for("tests.factory-only").snapshot()["loops.created"] == 1
 
 
 def test_observers_hear_factory_loops_with_their_duration() -> None:
@@ -64,10 +64,12 @@ def test_observers_hear_factory_loops_with_their_duration() -> None:
         loop = run_with(tracedpolicy.loop_factory(label="tests.observed-factory"))
     finally:
         tracedpolicy.remove_observer(events.append)
-    assert [(e.kind, e.policy, e.loop) for e in events] == [
-        ("new_event_loop", "tests.observed-factory", loop)
+    assert [(e.kind, e.source, e.policy, e.loop) for e in events] == [
+        ("new_event_loop", "loop_factory", "tests.observed-factory", loop),
+        ("loop_closed", "loop_factory", "tests.observed-factory", loop),
     ]
     assert events[0].duration is not None and events[0].duration >= 0
+    assert events[0].loop_id == events[1].loop_id is not None
 
 
 def test_a_traced_factory_is_not_traced_twice() -> None:
@@ -98,13 +100,13 @@ def test_bad_base_is_a_type_error_naming_what_was_expected(bad: Any) -> None:
 def test_uvloop_run_takes_a_traced_factory() -> None:
     uvloop = pytest.importorskip("uvloop")
     factory = tracedpolicy.loop_factory(uvloop.new_event_loop)
-    before = recorder_for("uvloop.new_event_loop").snapshot().get("new_event_loop", 0)
+    before = recorder_for("uvloop.new_event_loop").snapshot().get("loops.created", 0)
     if hasattr(uvloop, "run") and sys.version_info >= (3, 11):
         loop = uvloop.run(running_loop(), loop_factory=factory)
     else:
         loop = run_with(factory)
     assert isinstance(loop, uvloop.Loop)
-    assert recorder_for("uvloop.new_event_loop").snapshot()["new_event_loop"] == before + 1
+    assert recorder_for("uvloop.new_event_loop").snapshot()["loops.created"] == before + 1
 
 
 #: Hides the policy system the way CPython main (3.16) has removed it, then uses tracedpolicy.
@@ -136,7 +138,7 @@ else:
     loop = factory()
     print(loop.run_until_complete(main()))
     loop.close()
-print(tracedpolicy.snapshot()["no-policies"]["new_event_loop"])
+print(tracedpolicy.snapshot()["no-policies"]["loops.created"])
 for call in (tracedpolicy.install, tracedpolicy.TracedEventLoopPolicy,
              lambda: tracedpolicy.traced(object())):
     try:

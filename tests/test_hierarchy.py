@@ -77,14 +77,14 @@ def test_windows_classes_subclass_their_counterpart_and_trace_it(
     assert cls.__name__ == name and cls.__module__ == "tracedpolicy"
     assert issubclass(cls, stdlib_class) and is_traced(cls)
     recorder = recorder_for(f"{__name__}.{stdlib_class.__qualname__}")
-    made = recorder.snapshot().get("new_event_loop", 0)
+    made = recorder.snapshot().get("loops.created", 0)
     policy: Any = cls()
     loop = policy.new_event_loop()
     loops.append(loop)
     assert type(loop) is loop_class
     policy.set_event_loop(loop)
     assert policy.get_event_loop() is loop
-    assert recorder.snapshot()["new_event_loop"] == made + 1
+    assert recorder.snapshot()["loops.created"] == made + 1
 
 
 def test_this_platforms_classes_subclass_asyncios(loops: list[Any]) -> None:

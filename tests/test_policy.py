@@ -197,7 +197,7 @@ def test_decorated_class_records_into_the_user_class_label(loops: list[Any]) -> 
     policy.set_event_loop(loop)
     policy.get_event_loop()
     after = recorder.snapshot()
-    assert after["new_event_loop"] == before.get("new_event_loop", 0) + 1
+    assert after["loops.created"] == before.get("loops.created", 0) + 1
     assert after["set_event_loop.set"] == before.get("set_event_loop.set", 0) + 1
     assert after["get_event_loop.hit.main"] == before["get_event_loop.hit.main"] + 1
 

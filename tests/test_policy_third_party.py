@@ -60,7 +60,7 @@ def test_asyncio_run_under_an_installed_uvloop_wrapper_runs_on_uvloop() -> None:
 
     assert asyncio.run(main()).startswith("uvloop")
     after = policy._recorder.snapshot()
-    assert after["new_event_loop"] == before.get("new_event_loop", 0) + 1
+    assert after["loops.created"] == before.get("loops.created", 0) + 1
     assert after["set_event_loop.set"] == before.get("set_event_loop.set", 0) + 1
     assert after["set_event_loop.clear"] == before.get("set_event_loop.clear", 0) + 1
 
@@ -88,7 +88,7 @@ def test_tornado_any_thread_policy_creates_in_workers_and_is_recorded() -> None:
         after["get_event_loop.created.other"] == before.get("get_event_loop.created.other", 0) + 1
     )
     assert after["get_event_loop.hit.other"] == before["get_event_loop.hit.other"] + 1
-    assert after["new_event_loop"] == before.get("new_event_loop", 0) + 1
+    assert after["loops.created"] == before.get("loops.created", 0) + 1
 
 
 def test_decorated_tornado_policy_counts_its_own_creation_once() -> None:
@@ -104,7 +104,7 @@ def test_decorated_tornado_policy_counts_its_own_creation_once() -> None:
     thread.join()
     box[0].close()
     after = recorder.snapshot()
-    assert after["new_event_loop"] == before.get("new_event_loop", 0) + 1
+    assert after["loops.created"] == before.get("loops.created", 0) + 1
     assert (
         after["get_event_loop.created.other"] == before.get("get_event_loop.created.other", 0) + 1
     )

@@ -12,7 +12,9 @@ import pytest
 import tracedpolicy
 from tracedpolicy import PolicyEvent, TracedEventLoopPolicy
 from tracedpolicy._compat import RUNNING
-from tracedpolicy.recorder import Counter, internal_errors, recorder_for
+from tracedpolicy.errors import internal_errors
+from tracedpolicy.recorder import recorder_for
+from tracedpolicy.stats import Counter
 
 from .outcomes import in_thread
 
@@ -43,9 +45,15 @@ def test_counts_are_exact_under_concurrent_hits() -> None:
     assert recorder_for("tests.concurrent-hits").snapshot() == {
         "get_event_loop.hit.main": 0,
         "get_event_loop.hit.other": threads * hits_each,
-        "new_event_loop": threads,
+        "get_event_loop.created.main": 0,
+        "get_event_loop.created.other": 0,
+        "get_event_loop.miss.main": 0,
+        "get_event_loop.miss.other": 0,
         "set_event_loop.set": threads,
         "set_event_loop.clear": threads,
+        "loops.created": threads,
+        "loops.closed": threads,
+        "loops.open": 0,
     }
 
 
@@ -66,7 +74,7 @@ def test_a_scripted_sequence_is_counted_by_result_and_thread(loops: list[Any]) -
     assert counts["get_event_loop.miss.main"] == 1
     assert counts["get_event_loop.miss.other"] == 1
     assert counts["set_event_loop.set"] == 1 and counts["set_event_loop.clear"] == 1
-    assert counts["new_event_loop"] == 1
+    assert counts["loops.created"] == 1
 
 
 def test_observers_get_every_rare_event_with_its_thread(loops: list[Any]) -> None:
@@ -83,11 +91,11 @@ def test_observers_get_every_rare_event_with_its_thread(loops: list[Any]) -> Non
             in_thread(policy.get_event_loop, name="observed-worker")
     finally:
         tracedpolicy.remove_observer(events.append)
-    assert [(e.kind, e.loop, e.thread_name, e.is_main_thread) for e in events] == [
-        ("new_event_loop", loop, "MainThread", True),
-        ("set_event_loop", loop, "MainThread", True),
-        ("set_event_loop", None, "MainThread", True),
-        ("get_event_loop_miss", None, "observed-worker", False),
+    assert [(e.kind, e.result, e.loop, e.thread_name, e.is_main_thread) for e in events] == [
+        ("new_event_loop", None, loop, "MainThread", True),
+        ("set_event_loop", "set", loop, "MainThread", True),
+        ("set_event_loop", "clear", None, "MainThread", True),
+        ("get_event_loop", "miss", None, "observed-worker", False),
     ]
     assert all(e.policy == "tests.observed" for e in events)
     assert isinstance(events[-1].error, RuntimeError)
@@ -134,4 +142,4 @@ def test_counter_reads_back_what_was_counted() -> None:
 
 def test_snapshot_lists_every_label() -> None:
     fresh_policy("tests.snapshot").new_event_loop().close()
-    assert tracedpolicy.snapshot()["tests.snapshot"]["new_event_loop"] == 1
+    assert tracedpolicy.snapshot()["tests.snapshot"]["loops.created"] == 1

@@ -20,16 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 from tracedpolicy import hierarchy
+from tracedpolicy.errors import internal_errors
 from tracedpolicy.factory import TracedLoopFactory, loop_factory
 from tracedpolicy.install import install, installed, uninstall
 from tracedpolicy.policy import TracedEventLoopPolicy, is_traced, traced
-from tracedpolicy.recorder import (
-    PolicyEvent,
-    add_observer,
-    internal_errors,
-    remove_observer,
-    snapshot,
-)
+from tracedpolicy.recorder import PolicyEvent, add_observer, remove_observer, snapshot
 
 __version__ = "0.1.0"
 

@@ -1,83 +1,153 @@
-"""A small workload under a traced policy: what the README's main command runs.
+"""The README's main job: a workload under a traced policy, with live metrics on loopback.
 
-Worker threads make loops, set and clear them, hit and miss, and some leave their loop
-unclosed; the main thread runs ``asyncio.run`` and a loop factory. Everything goes through
-``tracedpolicy.install()``, so the counts printed at the end are what a service would see.
+Worker threads make loops, set and clear them, hit and miss, and one leaves some loops unclosed
+(up to a cap, so the demo's own file descriptors stay bounded). The main thread runs
+``asyncio.run`` and, on 3.12+, a traced loop factory. Metrics are served by prometheus_client on
+127.0.0.1 (the port is printed on start) and a one-line summary is printed every interval.
+Ctrl-C (or ``--seconds``) ends it cleanly. With ``OTEL_EXPORTER_OTLP_*`` set and the ``otlp``
+extra installed, spans and metrics also go out over OTLP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 import tracedpolicy
+from tracedpolicy import telemetry
+
+#: How many loops the leaking worker keeps open at most.
+LEAK_CAP = 20
 
 
 async def _tick() -> None:
     await asyncio.sleep(0)
 
 
-def _worker(policy: Any, rounds: int, leak: bool) -> None:
-    """One worker thread's life: a miss, then loops made, used, cleared and (mostly) closed."""
-    with contextlib.suppress(RuntimeError):
-        policy.get_event_loop()  # no loop yet in this thread: a miss
-    for _ in range(rounds):
-        loop = policy.new_event_loop()
-        policy.set_event_loop(loop)
-        for _ in range(100):
-            policy.get_event_loop()
-        loop.run_until_complete(_tick())
-        policy.set_event_loop(None)
-        if not leak:
+class Workload:
+    """Worker threads exercising a policy until told to stop."""
+
+    def __init__(self, policy: Any, threads: int, pause: float) -> None:
+        self.policy = policy
+        self.pause = pause
+        self.stop = threading.Event()
+        self.leaked: list[asyncio.AbstractEventLoop] = []
+        self.threads = [
+            threading.Thread(target=self._work, args=(index == 0,), name=f"demo-worker-{index}")
+            for index in range(threads)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        for loop in self.leaked:
             loop.close()
 
-
-def run_workload(threads: int = 4, rounds: int = 5) -> list[asyncio.AbstractEventLoop]:
-    """Run the workload under the installed traced policy; return the loops left open."""
-    policy = tracedpolicy.install()
-    made: list[asyncio.AbstractEventLoop] = []
-
-    def remember_new_loops(event: tracedpolicy.PolicyEvent) -> None:
-        if event.kind == "new_event_loop" and event.loop is not None:
-            made.append(event.loop)
-
-    tracedpolicy.add_observer(remember_new_loops)
-    workers = [
-        threading.Thread(
-            target=_worker, args=(policy, rounds, index == 0), name=f"demo-worker-{index}"
-        )
-        for index in range(threads)
-    ]
-    for worker in workers:
-        worker.start()
-    asyncio.run(_tick())
-    if sys.version_info >= (3, 12):
-        asyncio.run(_tick(), loop_factory=tracedpolicy.loop_factory(label="demo.loop_factory"))
-    for worker in workers:
-        worker.join()
-    tracedpolicy.remove_observer(remember_new_loops)
-    return [loop for loop in made if not loop.is_closed()]
+    def _work(self, leaks: bool) -> None:
+        policy = self.policy
+        while not self.stop.is_set():
+            with contextlib.suppress(RuntimeError):
+                policy.get_event_loop()  # this thread has no loop now: a miss
+            loop = policy.new_event_loop()
+            policy.set_event_loop(loop)
+            for _ in range(100):
+                policy.get_event_loop()
+            loop.run_until_complete(_tick())
+            policy.set_event_loop(None)
+            if leaks and len(self.leaked) < LEAK_CAP:
+                self.leaked.append(loop)
+            else:
+                loop.close()
+            self.stop.wait(self.pause)  # pacing, so the demo does not spin a core
 
 
-def print_summary(out: TextIO = sys.stdout) -> None:
-    """Print every label's counts as an aligned table."""
-    for label, counts in tracedpolicy.snapshot().items():
-        print(label, file=out)
-        for key, value in sorted(counts.items()):
-            print(f"  {key:<32} {value:>8}", file=out)
-    errors = tracedpolicy.internal_errors()
-    if errors:
-        print(f"internal errors: {errors}", file=out)
+def summary_line() -> str:
+    """Totals over every policy label, in one line."""
+    totals: dict[str, int] = {}
+    for counts in tracedpolicy.snapshot().values():
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+
+    def calls(prefix: str) -> int:
+        return sum(v for k, v in totals.items() if k.startswith(prefix))
+
+    return (
+        f"loops created {totals.get('loops.created', 0)} closed {totals.get('loops.closed', 0)}"
+        f" open {totals.get('loops.open', 0)} | get hit {calls('get_event_loop.hit')}"
+        f" created {calls('get_event_loop.created')} miss {calls('get_event_loop.miss')}"
+        f" | set {totals.get('set_event_loop.set', 0)}"
+        f" clear {totals.get('set_event_loop.clear', 0)}"
+    )
 
 
-def main(threads: int = 4, rounds: int = 5, out: TextIO = sys.stdout) -> int:
-    left_open = run_workload(threads, rounds)
-    print_summary(out)
-    print(f"loops left open by the workload: {len(left_open)}", file=out)
-    for loop in left_open:
-        loop.close()
+def _configure_otlp(out: TextIO) -> None:
+    """Export over OTLP/HTTP when the standard variables ask for it and the exporter exists."""
+    if not any(name.startswith("OTEL_EXPORTER_OTLP_") for name in os.environ):
+        return
+    try:
+        from opentelemetry import metrics, trace
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        print("OTEL_EXPORTER_OTLP_* is set: pip install 'tracedpolicy[otlp]' to export", file=out)
+        return
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "demo")})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+    print("exporting spans and metrics over OTLP", file=out)
+
+
+def main(
+    port: int = 0,
+    addr: str = "127.0.0.1",
+    threads: int = 4,
+    interval: float = 2.0,
+    seconds: float | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run until Ctrl-C or ``seconds``; print the metrics URL, then a summary every interval."""
+    _configure_otlp(out)
+    policy = tracedpolicy.install(metrics_port=port, metrics_addr=addr)
+    server = telemetry.metrics_server()
+    if server is None:
+        print(f"could not serve metrics on {addr}:{port}; see the log above", file=out)
+        return 1
+    host, bound_port = server.server_address[:2]
+    print(f"serving metrics on http://{host}:{bound_port}/metrics (Ctrl-C to stop)", file=out)
+    out.flush()
+    workload = Workload(policy, threads, pause=0.01)
+    workload.start()
+    factory = tracedpolicy.loop_factory(label="demo.loop_factory")
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            asyncio.run(_tick())
+            if sys.version_info >= (3, 12):
+                asyncio.run(_tick(), loop_factory=factory)
+            workload.stop.wait(interval)
+            print(summary_line(), file=out)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    workload.join()
+    print(f"stopped. {summary_line()}", file=out)
     tracedpolicy.uninstall()
     return 0

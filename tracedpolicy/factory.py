@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from tracedpolicy import telemetry
 from tracedpolicy.options import Options
-from tracedpolicy.policy import API, _new
+from tracedpolicy.policy import API, new_loop
 from tracedpolicy.recorder import PolicyRecorder, recorder_for
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -28,7 +29,7 @@ class TracedLoopFactory:
         self._recorder = recorder
 
     def __call__(self) -> asyncio.AbstractEventLoop:
-        return _new(self.base, self._recorder)
+        return new_loop(self.base, self._recorder, "loop_factory")
 
     def __repr__(self) -> str:
         return f"<TracedLoopFactory around {self.base!r}>"
@@ -50,6 +51,7 @@ def loop_factory(base: LoopFactory | None = None, **options: Any) -> TracedLoopF
             "loop_factory() expects a callable that returns an event loop, such as "
             f"asyncio.EventLoop or uvloop.new_event_loop, not {type(base).__name__!r}"
         )
+    telemetry.configure(parsed, options)
     return TracedLoopFactory(base, recorder_for(parsed.label or _label_of(base)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
+from tracedpolicy import telemetry
 from tracedpolicy.options import Options
 from tracedpolicy.policy import (
     API,
@@ -27,9 +28,10 @@ def install(base: Any = None, **options: Any) -> Any:
     """
     global _installed, _previous
     _require_policies(API)
-    Options.parse("install()", options)
+    parsed = Options.parse("install()", options)
     if base is not None:
         _check_policy_instance("install()", base, API)
+    telemetry.configure(parsed, options)
     get_policy, set_policy = cast(Any, API.get_policy), cast(Any, API.set_policy)
     with _lock:
         current = get_policy()

@@ -1,20 +1,68 @@
-"""The keyword options every traced policy, install() and loop_factory() accept."""
+"""The options of traced policies, install() and loop_factory(), and their TRACEDPOLICY_* twins.
+
+A keyword option wins over its environment variable, which wins over the default. Every bad
+value is rejected when the policy is made (``install()`` time), naming the option or variable,
+the value and what is accepted, so a typo never silently turns telemetry off.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+#: Whether get_event_loop hits get spans: never (the default), a random sample, or every one.
+GET_SPAN_MODES = ("off", "sampled", "all")
+_SWITCH = {"1": True, "true": True, "on": True, "yes": True,
+           "0": False, "false": False, "off": False, "no": False}  # fmt: skip
+
+#: Environment variable names, each documented in the README's options table.
+TRACEDPOLICY_SPANS = "TRACEDPOLICY_SPANS"
+TRACEDPOLICY_GET_SPANS = "TRACEDPOLICY_GET_SPANS"
+TRACEDPOLICY_GET_SPAN_SAMPLE_RATE = "TRACEDPOLICY_GET_SPAN_SAMPLE_RATE"
+TRACEDPOLICY_PROMETHEUS = "TRACEDPOLICY_PROMETHEUS"
+TRACEDPOLICY_METRICS_PORT = "TRACEDPOLICY_METRICS_PORT"
+TRACEDPOLICY_METRICS_ADDR = "TRACEDPOLICY_METRICS_ADDR"
+
+_DEFAULT = object()  # "not given": distinct from None, which means "none" for some options
 
 
 @dataclass(frozen=True)
 class Options:
-    """Validated options; an unknown name or a wrong type is a TypeError naming it."""
+    """Validated options."""
 
     label: str | None = None
-    """The ``policy`` label for what this policy records; default: the base's qualified name."""
+    """The ``policy`` label; default: the base class's qualified name."""
+    spans: bool = True
+    """Spans for loop creation, set_event_loop and misses."""
+    get_spans: str = "off"
+    """Spans for get_event_loop hits: ``off``, ``sampled`` or ``all``."""
+    get_span_sample_rate: float = 0.01
+    """The share of hits that get a span when ``get_spans`` is ``sampled``, 0 to 1."""
+    tracer_provider: Any = None
+    """An OpenTelemetry TracerProvider; default: the global one."""
+    meter_provider: Any = None
+    """An OpenTelemetry MeterProvider; default: the global one."""
+    prometheus: bool = True
+    """Register the Prometheus collector (once per registry)."""
+    prometheus_registry: Any = None
+    """The prometheus_client registry; default: ``prometheus_client.REGISTRY``."""
+    metrics_port: int | None = None
+    """Serve ``/metrics`` on this port (0: any free port); default: no server."""
+    metrics_addr: str = "127.0.0.1"
+    """The address the metrics server binds; loopback unless told otherwise."""
+
+    @property
+    def hit_span_rate(self) -> float:
+        """The probability that a hit gets a span: 0 (off), the sample rate, or 1 (all)."""
+        return {"off": 0.0, "sampled": self.get_span_sample_rate, "all": 1.0}[self.get_spans]
 
     @classmethod
-    def parse(cls, caller: str, options: dict[str, Any]) -> Options:
+    def parse(
+        cls, caller: str, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> Options:
+        """Validate keyword ``options`` over the ``TRACEDPOLICY_*`` variables of ``environ``."""
         known = [field.name for field in fields(cls)]
         for name in options:
             if name not in known:
@@ -22,7 +70,88 @@ class Options:
                     f"{caller} got an unexpected keyword argument {name!r}; "
                     f"accepted: {', '.join(known)}"
                 )
-        label = options.get("label")
-        if label is not None and not isinstance(label, str):
-            raise TypeError(f"{caller}: label must be a str or None, not {type(label).__name__!r}")
-        return cls(label=label)
+        env = os.environ if environ is None else environ
+        source = _Source(caller, options, env)
+        return cls(
+            label=source.text("label", None, None),
+            spans=source.switch("spans", TRACEDPOLICY_SPANS, True),
+            get_spans=source.choice("get_spans", TRACEDPOLICY_GET_SPANS, "off", GET_SPAN_MODES),
+            get_span_sample_rate=source.rate(
+                "get_span_sample_rate", TRACEDPOLICY_GET_SPAN_SAMPLE_RATE, 0.01
+            ),
+            tracer_provider=options.get("tracer_provider"),
+            meter_provider=options.get("meter_provider"),
+            prometheus=source.switch("prometheus", TRACEDPOLICY_PROMETHEUS, True),
+            prometheus_registry=options.get("prometheus_registry"),
+            metrics_port=source.port("metrics_port", TRACEDPOLICY_METRICS_PORT),
+            metrics_addr=source.text("metrics_addr", TRACEDPOLICY_METRICS_ADDR, "127.0.0.1")
+            or "127.0.0.1",
+        )
+
+
+class _Source:
+    """Reads one option from the keywords or the environment, and says what is wrong with it."""
+
+    def __init__(self, caller: str, options: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self.caller, self.options, self.env = caller, options, env
+
+    def _raw(self, name: str, variable: str | None) -> tuple[Any, str]:
+        """The given value and how to name where it came from."""
+        if name in self.options:
+            return self.options[name], f"{self.caller}: option {name}"
+        if variable is not None and self.env.get(variable, "").strip():
+            return self.env[variable].strip(), f"environment variable {variable}"
+        return _DEFAULT, ""
+
+    def text(self, name: str, variable: str | None, default: str | None) -> str | None:
+        value, where = self._raw(name, variable)
+        if value is _DEFAULT or value is None:
+            return default
+        if not isinstance(value, str):
+            raise TypeError(f"{where} must be a str, not {type(value).__name__!r}")
+        return value
+
+    def switch(self, name: str, variable: str, default: bool) -> bool:
+        value, where = self._raw(name, variable)
+        if value is _DEFAULT:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _SWITCH:
+            return _SWITCH[value.lower()]
+        raise ValueError(f"{where} is {value!r}; accepted: true/false, on/off, 1/0, yes/no")
+
+    def choice(self, name: str, variable: str, default: str, accepted: tuple[str, ...]) -> str:
+        value, where = self._raw(name, variable)
+        if value is _DEFAULT:
+            return default
+        if isinstance(value, str) and value.lower() in accepted:
+            return value.lower()
+        raise ValueError(f"{where} is {value!r}; accepted: {', '.join(accepted)}")
+
+    def rate(self, name: str, variable: str, default: float) -> float:
+        value, where = self._raw(name, variable)
+        if value is _DEFAULT:
+            return default
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = float("nan")
+        if isinstance(value, bool) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{where} is {value!r}; accepted: a number from 0 to 1")
+        return rate
+
+    def port(self, name: str, variable: str) -> int | None:
+        value, where = self._raw(name, variable)
+        if value is _DEFAULT or value is None:
+            return None
+        text = value if isinstance(value, str) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            port = value
+        elif text is not None and text.isdigit():
+            port = int(text)
+        else:
+            port = -1
+        if not 0 <= port <= 65535:
+            raise ValueError(f"{where} is {value!r}; accepted: a port number from 0 to 65535")
+        return port

@@ -16,16 +16,28 @@ alike. Faithfulness rules (see ``shared/reference`` in the team repo for the fac
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import random
 import threading
 import time
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from tracedpolicy import _compat
+from tracedpolicy import _compat, telemetry
 from tracedpolicy._compat import AsyncioPolicyApi
+from tracedpolicy.errors import record_internal_error
+from tracedpolicy.loops import REGISTRY
 from tracedpolicy.options import Options
-from tracedpolicy.recorder import PolicyRecorder, _MainThread, record_internal_error, recorder_for
+from tracedpolicy.recorder import (
+    GET_EVENT_LOOP,
+    NEW_EVENT_LOOP,
+    SET_EVENT_LOOP,
+    PolicyRecorder,
+    _MainThread,
+    recorder_for,
+    thread_state,
+)
 
 API = _compat.RUNNING
 
@@ -36,15 +48,6 @@ else:
 
 Loop = asyncio.AbstractEventLoop
 PolicyT = TypeVar("PolicyT")
-
-
-class _ThreadState(threading.local):
-    """How many loops traced policies made in this thread, to spot one made during a get."""
-
-    creations = 0
-
-
-_thread_state = _ThreadState()
 
 
 def label_of(cls: type) -> str:
@@ -72,80 +75,93 @@ def _uses_stock_get(cls: type, api: AsyncioPolicyApi) -> bool:
     return stock is not None and getattr(cls, "get_event_loop", None) is stock
 
 
-def _safely(record: Callable[..., None], *args: Any) -> None:
-    """Record without ever letting a telemetry failure change the policy call."""
-    try:
-        record(*args)
-    except Exception as failure:
-        record_internal_error("recorder", failure)
-
-
 def _get_from_stock(
     outer: Any, holder: Any, recorder: PolicyRecorder, api: AsyncioPolicyApi
 ) -> Loop:
     """CPython's default ``get_event_loop`` past a hit, with ``outer`` as its ``self``."""
-    local = holder._local
-    if (
-        api.creates_loops_implicitly
-        and local._loop is None
-        and not local._set_called
-        and threading.current_thread() is threading.main_thread()
-    ):
-        if api.warns_on_implicit_creation:
-            _compat.warn_no_current_event_loop()
-        outer.set_event_loop(outer.new_event_loop())
-        loop: Loop | None = holder._local._loop
-        if loop is not None:
-            _safely(recorder.loop_got_created, loop)
-            return loop
-    loop = holder._local._loop
-    if loop is None:
-        error = _compat.no_current_event_loop_error()
-        _safely(recorder.loop_missed, error)
-        raise error
-    return loop
+    with recorder.operation(GET_EVENT_LOOP) as op:
+        local = holder._local
+        if (
+            api.creates_loops_implicitly
+            and local._loop is None
+            and not local._set_called
+            and threading.current_thread() is threading.main_thread()
+        ):
+            if api.warns_on_implicit_creation:
+                _compat.warn_no_current_event_loop()
+            outer.set_event_loop(outer.new_event_loop())
+            loop: Loop | None = holder._local._loop
+            if loop is not None:
+                op.result, op.loop = "created", loop
+                return loop
+        loop = holder._local._loop
+        if loop is None:
+            op.result = "miss"
+            raise _compat.no_current_event_loop_error()
+        op.result, op.loop = "hit", loop  # set since the fast path looked (by a subclass)
+        recorder.count_hit()
+        return loop
 
 
-def _get_from_opaque(inner_get: Callable[[], Loop], recorder: PolicyRecorder) -> Loop:
-    """Call a base's own ``get_event_loop`` and classify what it did."""
-    creations_before = _thread_state.creations
+def _get_from_opaque(
+    inner_get: Callable[[], Loop], recorder: PolicyRecorder, hit_span_rate: float
+) -> Loop:
+    """Call a base's own ``get_event_loop`` and classify what it did afterwards."""
+    creations_before = thread_state.creations
+    start_ns = time.time_ns()
     try:
         loop = inner_get()
     except RuntimeError as error:
-        _safely(recorder.loop_missed, error)
+        _after_the_fact(recorder, GET_EVENT_LOOP, "miss", None, start_ns, error)
         raise
-    try:
-        if loop not in recorder.known_loops:
-            # The base made it without a traced new_event_loop (it called its own).
-            recorder.loop_created(loop, None)
-            recorder.loop_got_created(loop)
-        elif _thread_state.creations != creations_before:
-            recorder.loop_got_created(loop)
-        else:
-            _count_hit(recorder)
-    except Exception as failure:
-        record_internal_error("recorder", failure)
+    if not REGISTRY.knows(loop):
+        # The base made it with its own new_event_loop, which no traced one saw.
+        _after_the_fact(recorder, NEW_EVENT_LOOP, None, loop, start_ns)
+        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns)
+    elif thread_state.creations != creations_before:
+        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns)
+    else:
+        recorder.count_hit()
+        _maybe_span_hit(recorder, loop, hit_span_rate)
     return loop
 
 
-def _count_hit(recorder: PolicyRecorder) -> None:
-    counter = recorder.hits_main if get_ident() == _MainThread.ident else recorder.hits_other
-    next(counter.tick)
+def _after_the_fact(
+    recorder: PolicyRecorder,
+    kind: str,
+    result: str | None,
+    loop: Loop | None,
+    start_ns: int,
+    error: BaseException | None = None,
+) -> None:
+    """Record a call that already happened (no span could be open around it)."""
+    try:
+        op = recorder.operation(kind)
+        op.result, op.loop, op.start_ns, op.measured = result, loop, start_ns, False
+    except Exception as failure:
+        record_internal_error("recorder", failure)
+        return
+    op.finish(error)
+
+
+def _maybe_span_hit(recorder: PolicyRecorder, loop: Loop, rate: float) -> None:
+    """Give a hit its span when hit spans are on and the sample says so."""
+    if rate and (rate >= 1.0 or random.random() < rate):
+        _after_the_fact(recorder, GET_EVENT_LOOP, "hit", loop, time.time_ns())
 
 
 def _set(inner_set: Callable[[Loop | None], None], loop: Any, recorder: PolicyRecorder) -> None:
-    """Set through the base (its checks, errors and side effects), then record."""
-    inner_set(loop)
-    _safely(recorder.loop_set, loop)
+    """Set through the base (its checks, errors and side effects), recorded as it runs."""
+    with recorder.operation(SET_EVENT_LOOP) as op:
+        inner_set(loop)
+        op.loop = loop
 
 
-def _new(inner_new: Callable[[], Loop], recorder: PolicyRecorder) -> Loop:
-    """Make a loop through the base and record how long it took."""
-    start = time.perf_counter()
-    loop = inner_new()
-    duration = time.perf_counter() - start
-    _thread_state.creations += 1
-    _safely(recorder.loop_created, loop, duration)
+def new_loop(inner_new: Callable[[], Loop], recorder: PolicyRecorder, source: str) -> Loop:
+    """Make a loop through the base, timed and recorded, in a span when spans are on."""
+    with recorder.operation(NEW_EVENT_LOOP, source) as op:
+        loop = inner_new()
+        op.loop = loop
     return loop
 
 
@@ -159,7 +175,15 @@ class TracedEventLoopPolicy(_PolicyBase):
     """
 
     _tracedpolicy_traced = True
-    __slots__ = ("_api", "_base", "_hits_main", "_hits_other", "_recorder", "_stock_get")
+    __slots__ = (
+        "_api",
+        "_base",
+        "_hit_span_rate",
+        "_hits_main",
+        "_hits_other",
+        "_recorder",
+        "_stock_get",
+    )
 
     def __new__(cls, base: Any = None, **options: Any) -> TracedEventLoopPolicy:
         if base is not None and is_traced(base):
@@ -181,6 +205,7 @@ class TracedEventLoopPolicy(_PolicyBase):
             _check_policy_instance("TracedEventLoopPolicy()", base, _api)
         else:
             base = cast(Callable[[], Any], _api.default_policy)()
+        telemetry.configure(parsed, options)
         recorder = recorder_for(parsed.label or label_of(type(base)))
         own = object.__setattr__
         own(self, "_api", _api)
@@ -193,6 +218,7 @@ class TracedEventLoopPolicy(_PolicyBase):
         )
         own(self, "_hits_main", recorder.hits_main.tick)
         own(self, "_hits_other", recorder.hits_other.tick)
+        own(self, "_hit_span_rate", parsed.hit_span_rate)
 
     @property
     def base(self) -> Any:
@@ -204,15 +230,17 @@ class TracedEventLoopPolicy(_PolicyBase):
             loop: Loop | None = self._base._local._loop
             if loop is not None:
                 next(self._hits_main if get_ident() == _MainThread.ident else self._hits_other)
+                if self._hit_span_rate:
+                    _maybe_span_hit(self._recorder, loop, self._hit_span_rate)
                 return loop
             return _get_from_stock(self, self._base, self._recorder, self._api)
-        return _get_from_opaque(self._base.get_event_loop, self._recorder)
+        return _get_from_opaque(self._base.get_event_loop, self._recorder, self._hit_span_rate)
 
     def set_event_loop(self, loop: Loop | None) -> None:
         _set(self._base.set_event_loop, loop, self._recorder)
 
     def new_event_loop(self) -> Loop:
-        return _new(self._base.new_event_loop, self._recorder)
+        return new_loop(self._base.new_event_loop, self._recorder, "policy")
 
     if API.has_child_watchers:
         # Properties, not methods: the base's bound method is returned and called directly, so
@@ -287,18 +315,22 @@ def traced_subclass(
     cls: type,
     *,
     name: str | None = None,
-    label: str | None = None,
+    options: Options | None = None,
     attributes: dict[str, Any] | None = None,
     api: AsyncioPolicyApi = API,
 ) -> type:
     """Build a subclass of the policy class ``cls`` whose calls are recorded.
 
     It keeps ``cls``'s name, module and docstring unless ``name`` is given, and adds
-    ``attributes`` (such as a ``_loop_factory``) to its namespace.
+    ``attributes`` (such as a ``_loop_factory``) to its namespace. ``options`` default to the
+    ``TRACEDPOLICY_*`` variables, read when the class is made.
     """
-    recorder = recorder_for(label or label_of(cls))
+    given = options is not None
+    options = options or Options.parse("traced()", {})
+    recorder = recorder_for(options.label or label_of(cls))
     subclass: type  # made last; the methods below look it up when called
     hits_main, hits_other = recorder.hits_main.tick, recorder.hits_other.tick
+    hit_span_rate = options.hit_span_rate
 
     if _uses_stock_get(cls, api):
 
@@ -306,19 +338,26 @@ def traced_subclass(
             loop: Loop | None = self._local._loop
             if loop is not None:
                 next(hits_main if get_ident() == _MainThread.ident else hits_other)
+                if hit_span_rate:
+                    _maybe_span_hit(recorder, loop, hit_span_rate)
                 return loop
             return _get_from_stock(self, self, recorder, api)
 
     else:
 
         def get_event_loop(self: Any) -> Loop:
-            return _get_from_opaque(parent(self).get_event_loop, recorder)
+            return _get_from_opaque(parent(self).get_event_loop, recorder, hit_span_rate)
 
     def set_event_loop(self: Any, loop: Loop | None) -> None:
         _set(parent(self).set_event_loop, loop, recorder)
 
     def new_event_loop(self: Any) -> Loop:
-        return _new(parent(self).new_event_loop, recorder)
+        return new_loop(parent(self).new_event_loop, recorder, "policy")
+
+    @functools.wraps(cast(Any, cls).__init__)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        parent(self).__init__(*args, **kwargs)
+        telemetry.configure(options, vars(options) if given else {})
 
     def parent(self: Any) -> Any:
         """``super()`` as seen from the subclass: the next class in ``self``'s MRO."""
@@ -333,6 +372,7 @@ def traced_subclass(
         "get_event_loop": get_event_loop,
         "set_event_loop": set_event_loop,
         "new_event_loop": new_event_loop,
+        "__init__": __init__,
         **(attributes or {}),
     }
     for method in (get_event_loop, set_event_loop, new_event_loop):
@@ -341,21 +381,23 @@ def traced_subclass(
     return subclass
 
 
-def traced(policy: PolicyT) -> PolicyT:
+def traced(policy: PolicyT, **options: Any) -> PolicyT:
     """Trace a policy class (as a decorator) or a policy instance.
 
     On a class, return an instrumented subclass with the same name, so ``isinstance`` against
     the original class still holds. On an instance, return a :class:`TracedEventLoopPolicy`
-    around it. Something already traced is returned unchanged.
+    around it. Something already traced is returned unchanged. ``options`` are those of
+    :class:`TracedEventLoopPolicy` (``functools.partial(traced, label=...)`` as a decorator).
     """
     _require_policies(API)
     abstract = cast(type, API.abstract_policy)
+    parsed = Options.parse("traced()", options)
     if is_traced(policy):
         return policy
     if isinstance(policy, type) and issubclass(policy, abstract):
-        return cast(PolicyT, traced_subclass(policy))
+        return cast(PolicyT, traced_subclass(policy, options=parsed if options else None))
     if isinstance(policy, abstract):
-        return cast(PolicyT, TracedEventLoopPolicy(policy))
+        return cast(PolicyT, TracedEventLoopPolicy(policy, **options))
     raise TypeError(
         "traced() expects an event loop policy class or instance (an AbstractEventLoopPolicy), "
         f"not {type(policy).__name__!r}"

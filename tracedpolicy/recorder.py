@@ -1,48 +1,79 @@
 """The one place every traced policy call and every traced loop creation is recorded.
 
 A :class:`PolicyRecorder` exists per policy label (the base policy's class, or a name the user
-chose), so label cardinality is bounded by the number of policy classes, not by policies, loops
-or threads. It keeps exact counters that are cheap to bump and are read only when someone asks
-(:meth:`PolicyRecorder.snapshot`), and it tells observers about the rare events: loop creation,
-set, implicit creation and misses. A get that finds a loop (a "hit") only bumps a counter.
+chose), so label cardinality is bounded by the policy classes in use, not by policies, loops or
+threads. It keeps exact aggregates (:mod:`tracedpolicy.stats`) that exporters read when they
+collect. A get that finds a loop (a "hit", the hot path) only bumps a counter; the rare calls
+(loop creation, set, implicit creation, a miss) run as an :class:`Operation`, which a span hook
+(OpenTelemetry) can wrap in a span and which observers hear about as a :class:`PolicyEvent`.
 
-Observers are plain callables taking a :class:`PolicyEvent`. One that raises never breaks the
-policy call: the failure is counted in :func:`internal_errors` and logged once per kind.
+Nothing here may change a policy call: every failure of a hook or observer is counted in
+:func:`tracedpolicy.errors.internal_errors` and logged once per kind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import logging
 import os
 import threading
-import weakref
-from typing import Callable, NamedTuple
+import time
+from types import TracebackType
+from typing import Any, Callable, NamedTuple, Protocol
 
-logger = logging.getLogger("tracedpolicy")
+from tracedpolicy.errors import record_internal_error
+from tracedpolicy.loops import REGISTRY, LoopRecord, class_name
+from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS, Counter, Histogram
+
+Loop = asyncio.AbstractEventLoop
+
+#: ``PolicyEvent.kind`` values.
+NEW_EVENT_LOOP = "new_event_loop"
+SET_EVENT_LOOP = "set_event_loop"
+GET_EVENT_LOOP = "get_event_loop"
+LOOP_CLOSED = "loop_closed"
 
 
 class PolicyEvent(NamedTuple):
-    """Something a traced policy or loop factory did, as observers see it."""
+    """Something a traced policy or loop factory did, as observers and span hooks see it."""
 
     kind: str
-    """``new_event_loop``, ``set_event_loop``, ``get_event_loop`` (a loop was created for the
-    caller) or ``get_event_loop_miss`` (the RuntimeError for a thread without a loop)."""
+    """``new_event_loop``, ``set_event_loop``, ``get_event_loop`` or ``loop_closed``."""
     policy: str
-    loop: asyncio.AbstractEventLoop | None
+    source: str
+    """``policy``, or ``loop_factory`` for loops made by :func:`tracedpolicy.loop_factory`."""
+    result: str | None
+    """get: ``hit``, ``created`` or ``miss``; set: ``set`` or ``clear``; else None."""
+    loop: Loop | None
+    loop_id: int | None
+    loop_class: str | None
     thread_id: int
     thread_name: str
     is_main_thread: bool
-    duration: float | None = None
-    """Seconds the base took to make the loop (``new_event_loop`` events only)."""
-    error: BaseException | None = None
+    start_ns: int
+    end_ns: int
+    duration: float | None
+    """Seconds: the base's creation time (new_event_loop), the loop's lifetime (loop_closed)."""
+    error: BaseException | None
 
 
 Observer = Callable[[PolicyEvent], None]
 
+
+class SpanHook(Protocol):
+    """Turns operations into spans; :mod:`tracedpolicy.otel` provides the real one."""
+
+    def start(self, operation: Operation) -> Any:
+        """Start a span around a call that is about to run; return a handle for :meth:`end`."""
+
+    def end(self, handle: Any, event: PolicyEvent | None) -> None:
+        """End the span (``handle`` None: make one for an event that already happened).
+
+        ``event`` is None only if recording failed; the started span must still end.
+        """
+
+
 _observers: tuple[Observer, ...] = ()
+_span_hook: SpanHook | None = None
 _lock = threading.Lock()
 
 
@@ -64,6 +95,12 @@ def remove_observer(observer: Observer) -> None:
         _observers = tuple(o for o in _observers if o is not observer)
 
 
+def set_span_hook(hook: SpanHook | None) -> None:
+    """Use ``hook`` for spans from now on (None: no spans)."""
+    global _span_hook
+    _span_hook = hook
+
+
 class _MainThread:
     """The main thread's ident, refreshed in a forked child (whose main thread is the forker)."""
 
@@ -83,134 +120,232 @@ def is_main_thread() -> bool:
     return threading.get_ident() == _MainThread.ident
 
 
-class Counter:
-    """An exact, thread-safe counter: ``next(counter.tick)`` is atomic under the GIL."""
+class _ThreadState(threading.local):
+    """How many loops were made in this thread, to spot one made during an opaque get."""
 
-    __slots__ = ("tick",)
+    creations = 0
+
+
+thread_state = _ThreadState()
+
+
+class LoopClassStats:
+    """The loop aggregates of one (policy, loop class) pair."""
 
     def __init__(self) -> None:
-        self.tick = itertools.count()
+        self.created = Counter()
+        self.closed = Counter()
+        self.collected_unclosed = Counter()
+        self.creation_seconds = Histogram(CREATION_SECONDS)
+        self.lifetime_seconds = Histogram(LIFETIME_SECONDS)
 
     @property
-    def value(self) -> int:
-        """How many times ``next(self.tick)`` ran (itertools.count shows that in its repr)."""
-        return int(repr(self.tick)[len("count(") : -1])
+    def open(self) -> int:
+        """Loops made and neither closed nor garbage-collected."""
+        return self.created.value - self.closed.value - self.collected_unclosed.value
 
 
-_internal_errors: dict[str, Counter] = {}
-_logged_error_kinds: set[str] = set()
+class Operation:
+    """One recorded call; a context manager around the base's work, or finished directly."""
 
+    __slots__ = (
+        "error",
+        "handle",
+        "kind",
+        "loop",
+        "measured",
+        "recorder",
+        "result",
+        "source",
+        "start",
+        "start_ns",
+    )
 
-def record_internal_error(kind: str, error: BaseException) -> None:
-    """Count a failure of tracedpolicy's own machinery and log it the first time per kind."""
-    with _lock:
-        counter = _internal_errors.setdefault(kind, Counter())
-        first = kind not in _logged_error_kinds
-        _logged_error_kinds.add(kind)
-    next(counter.tick)
-    if first:
-        logger.error(
-            "tracedpolicy %s failed; the policy call went on unaffected "
-            "(further %s failures are counted, not logged)",
-            kind,
-            kind,
-            exc_info=error,
-        )
+    def __init__(self, recorder: PolicyRecorder, kind: str, source: str = "policy") -> None:
+        self.recorder = recorder
+        self.kind = kind
+        self.source = source
+        self.loop: Loop | None = None
+        self.result: str | None = None
+        self.error: BaseException | None = None
+        self.handle: Any = None
+        #: False for a loop creation seen only afterwards: its duration is unknown.
+        self.measured = True
+        self.start_ns = time.time_ns()
+        self.start = time.perf_counter()
 
+    def __enter__(self) -> Operation:
+        hook = _span_hook
+        if hook is not None:
+            try:
+                self.handle = hook.start(self)
+            except Exception as failure:
+                record_internal_error("tracer", failure)
+        self.start_ns = time.time_ns()
+        self.start = time.perf_counter()
+        return self
 
-def internal_errors() -> dict[str, int]:
-    """How often each kind of internal failure happened in this process."""
-    with _lock:
-        return {kind: counter.value for kind, counter in _internal_errors.items()}
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.finish(exc)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Count, end the span and tell observers; never raises."""
+        duration = time.perf_counter() - self.start
+        self.error = error
+        event: PolicyEvent | None = None
+        try:
+            event = self.recorder._finish(self, duration)
+        except Exception as failure:
+            record_internal_error("recorder", failure)
+        _dispatch(event, self.handle)
 
 
 class PolicyRecorder:
-    """Counters and observer dispatch for every traced policy sharing one label."""
+    """Aggregates and event dispatch for every traced policy sharing one label."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         # Bumped inline by the traced get_event_loop fast path, hence public and flat.
         self.hits_main = Counter()
         self.hits_other = Counter()
-        self._counters: dict[str, Counter] = {}
-        #: Loops this label's policies made or were handed, to classify an opaque base's result.
-        self.known_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._by_key: dict[str, Counter] = {
+            f"{call}.{result}.{thread}": Counter()
+            for call, results in (("get_event_loop", ("created", "miss")),)
+            for result in results
+            for thread in ("main", "other")
+        }
+        self._by_key["set_event_loop.set"] = Counter()
+        self._by_key["set_event_loop.clear"] = Counter()
+        self._loop_classes: dict[str, LoopClassStats] = {}
 
-    def loop_created(self, loop: asyncio.AbstractEventLoop, duration: float | None) -> None:
-        """A loop was made through a traced ``new_event_loop`` or loop factory."""
-        self.remember(loop)
-        self._emit("new_event_loop", loop, duration=duration)
+    def operation(self, kind: str, source: str = "policy") -> Operation:
+        return Operation(self, kind, source)
 
-    def loop_set(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """``set_event_loop(loop)`` succeeded; ``None`` clears the thread's loop."""
-        if loop is not None:
-            self.remember(loop)
-        self._emit("set_event_loop", loop)
+    def count_hit(self) -> None:
+        next((self.hits_main if is_main_thread() else self.hits_other).tick)
 
-    def loop_got_created(self, loop: asyncio.AbstractEventLoop) -> None:
-        """``get_event_loop()`` returned a loop the base had to create for the caller."""
-        self._emit("get_event_loop", loop)
-
-    def loop_missed(self, error: RuntimeError) -> None:
-        """``get_event_loop()`` raised the RuntimeError for a thread without a loop."""
-        self._emit("get_event_loop_miss", None, error=error)
-
-    def remember(self, loop: asyncio.AbstractEventLoop) -> None:
-        with contextlib.suppress(TypeError):  # a loop class without __weakref__ stays unknown
-            self.known_loops.add(loop)
-
-    def _emit(
-        self,
-        kind: str,
-        loop: asyncio.AbstractEventLoop | None,
-        duration: float | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        main = is_main_thread()
-        counter = self._counter(_count_key(kind, loop, main))
-        next(counter.tick)
-        observers = _observers
-        if not observers:
-            return
-        thread = threading.current_thread()
-        event = PolicyEvent(
-            kind, self.label, loop, threading.get_ident(), thread.name, main, duration, error
-        )
-        for observer in observers:
-            try:
-                observer(event)
-            except Exception as failure:
-                record_internal_error("observer", failure)
-
-    def _counter(self, key: str) -> Counter:
-        counter = self._counters.get(key)
-        if counter is None:
+    def loop_class_stats(self, loop_class: str) -> LoopClassStats:
+        stats = self._loop_classes.get(loop_class)
+        if stats is None:
             with _lock:
-                counter = self._counters.setdefault(key, Counter())
-        return counter
+                stats = self._loop_classes.setdefault(loop_class, LoopClassStats())
+        return stats
+
+    def loop_classes(self) -> dict[str, LoopClassStats]:
+        with _lock:
+            return dict(self._loop_classes)
+
+    def call_count(self, key: str) -> int:
+        """A call count by key, such as ``get_event_loop.miss.other`` or ``set_event_loop.set``."""
+        if key.startswith("get_event_loop.hit."):
+            return (self.hits_main if key.endswith(".main") else self.hits_other).value
+        return self._by_key[key].value
+
+    def _finish(self, op: Operation, duration: float) -> PolicyEvent:
+        main = is_main_thread()
+        loop, loop_record = op.loop, None
+        if op.kind == NEW_EVENT_LOOP and op.error is None and loop is not None:
+            thread_state.creations += 1
+            loop_record = REGISTRY.record_for(loop, self.label, tracked=True, source=op.source)
+            stats = self.loop_class_stats(class_name(type(loop)))
+            next(stats.created.tick)
+            if op.measured:
+                stats.creation_seconds.observe(duration)
+        elif loop is not None:
+            loop_record = REGISTRY.record_for(loop, self.label, tracked=False)
+        if op.kind == SET_EVENT_LOOP and op.error is None:
+            op.result = "clear" if loop is None else "set"
+            next(self._by_key[f"set_event_loop.{op.result}"].tick)
+        elif op.kind == GET_EVENT_LOOP and op.result in ("created", "miss"):
+            next(self._by_key[f"get_event_loop.{op.result}.{'main' if main else 'other'}"].tick)
+        thread = threading.current_thread()
+        return PolicyEvent(
+            kind=op.kind,
+            policy=self.label,
+            source=op.source,
+            result=op.result,
+            loop=loop,
+            loop_id=loop_record.loop_id if loop_record else None,
+            loop_class=class_name(type(loop)) if loop is not None else None,
+            thread_id=threading.get_ident(),
+            thread_name=thread.name,
+            is_main_thread=main,
+            start_ns=op.start_ns,
+            end_ns=time.time_ns(),
+            duration=duration if op.kind == NEW_EVENT_LOOP and op.measured else None,
+            error=op.error,
+        )
 
     def snapshot(self) -> dict[str, int]:
-        """Every count of this label, keyed ``get_event_loop.hit.main`` and the like."""
+        """Every call count and loop count of this label, by key."""
         counts = {
-            "get_event_loop.hit.main": self.hits_main.value,
-            "get_event_loop.hit.other": self.hits_other.value,
+            f"get_event_loop.{result}.{thread}": self.call_count(
+                f"get_event_loop.{result}.{thread}"
+            )
+            for result in ("hit", "created", "miss")
+            for thread in ("main", "other")
         }
-        with _lock:
-            counters = dict(self._counters)
-        counts.update((key, counter.value) for key, counter in counters.items())
+        counts["set_event_loop.set"] = self.call_count("set_event_loop.set")
+        counts["set_event_loop.clear"] = self.call_count("set_event_loop.clear")
+        loop_classes = self.loop_classes().values()
+        counts["loops.created"] = sum(s.created.value for s in loop_classes)
+        counts["loops.closed"] = sum(s.closed.value for s in loop_classes)
+        counts["loops.open"] = sum(s.open for s in loop_classes)
         return counts
 
 
-def _count_key(kind: str, loop: asyncio.AbstractEventLoop | None, main: bool) -> str:
-    thread = "main" if main else "other"
-    if kind == "set_event_loop":
-        return "set_event_loop.clear" if loop is None else "set_event_loop.set"
-    if kind == "get_event_loop":
-        return f"get_event_loop.created.{thread}"
-    if kind == "get_event_loop_miss":
-        return f"get_event_loop.miss.{thread}"
-    return kind
+def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
+    """End the span (always, if one was started) and tell observers about ``event``."""
+    hook = _span_hook
+    if hook is not None and (handle is not None or (event and event.kind != LOOP_CLOSED)):
+        try:
+            hook.end(handle, event)
+        except Exception as failure:
+            record_internal_error("tracer", failure)
+    if event is None:
+        return
+    for observer in _observers:
+        try:
+            observer(event)
+        except Exception as failure:
+            record_internal_error("observer", failure)
 
+
+def _loop_closed(record: LoopRecord, lifetime: float) -> None:
+    stats = recorder_for(record.policy).loop_class_stats(record.loop_class)
+    next(stats.closed.tick)
+    stats.lifetime_seconds.observe(lifetime)
+    now = time.time_ns()
+    event = PolicyEvent(
+        kind=LOOP_CLOSED,
+        policy=record.policy,
+        source=record.source,
+        result=None,
+        loop=record.loop,
+        loop_id=record.loop_id,
+        loop_class=record.loop_class,
+        thread_id=threading.get_ident(),
+        thread_name=threading.current_thread().name,
+        is_main_thread=is_main_thread(),
+        start_ns=now,
+        end_ns=now,
+        duration=lifetime,
+        error=None,
+    )
+    _dispatch(event, None)
+
+
+def _loop_collected_unclosed(record: LoopRecord) -> None:
+    next(recorder_for(record.policy).loop_class_stats(record.loop_class).collected_unclosed.tick)
+
+
+REGISTRY.closed_listeners.append(_loop_closed)
+REGISTRY.collected_listeners.append(_loop_collected_unclosed)
 
 _recorders: dict[str, PolicyRecorder] = {}
 

@@ -1,0 +1,41 @@
+"""Failures of tracedpolicy's own machinery: counted, logged once per kind, never raised.
+
+Telemetry must never change what a policy call returns or raises, so every exporter boundary
+catches its failures and reports them here; ``tracedpolicy_internal_errors_total`` reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from tracedpolicy.stats import Counter
+
+logger = logging.getLogger("tracedpolicy")
+
+_lock = threading.Lock()
+_counters: dict[str, Counter] = {}
+_logged_kinds: set[str] = set()
+
+
+def record_internal_error(kind: str, error: BaseException) -> None:
+    """Count a failure of kind ``kind`` (tracer, meter, observer, ...); log the first one."""
+    with _lock:
+        counter = _counters.setdefault(kind, Counter())
+        first = kind not in _logged_kinds
+        _logged_kinds.add(kind)
+    next(counter.tick)
+    if first:
+        logger.error(
+            "tracedpolicy %s failed; the policy call went on unaffected "
+            "(further %s failures are counted, not logged)",
+            kind,
+            kind,
+            exc_info=error,
+        )
+
+
+def internal_errors() -> dict[str, int]:
+    """How often each kind of internal failure happened in this process."""
+    with _lock:
+        return {kind: counter.value for kind, counter in _counters.items()}

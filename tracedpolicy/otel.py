@@ -1,0 +1,259 @@
+"""OpenTelemetry: spans for the rare policy calls, and instruments that read the recorders.
+
+Only the OpenTelemetry *API* is used here, so with no SDK configured everything is a no-op
+proxy that binds once a real provider is set. Counts are observable instruments whose callbacks
+read :mod:`tracedpolicy.recorder` at collection time; nothing calls the SDK on a get_event_loop
+hit. The two histograms are recorded when a loop is made or closed, which is rare.
+
+Instrument names map to the Prometheus names of :mod:`tracedpolicy.prometheus` by the standard
+OpenTelemetry-to-Prometheus rules (dots to underscores, ``_total`` for counters, ``_seconds``
+for unit ``s``), with the same attribute keys as label names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
+
+from opentelemetry import context, metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tracedpolicy import recorder
+from tracedpolicy.errors import internal_errors, record_internal_error
+from tracedpolicy.loops import REGISTRY as LOOPS
+from tracedpolicy.recorder import (
+    GET_EVENT_LOOP,
+    LOOP_CLOSED,
+    NEW_EVENT_LOOP,
+    Operation,
+    PolicyEvent,
+    recorders,
+)
+from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS
+
+INSTRUMENTATION_NAME = "tracedpolicy"
+
+SPAN_NAMES = {
+    ("policy", "new_event_loop"): "asyncio.policy.new_event_loop",
+    ("policy", "get_event_loop"): "asyncio.policy.get_event_loop",
+    ("policy", "set_event_loop"): "asyncio.policy.set_event_loop",
+    ("loop_factory", "new_event_loop"): "asyncio.loop_factory.new_event_loop",
+}
+
+
+def span_attributes(event: PolicyEvent) -> dict[str, Any]:
+    """The attributes of a span about ``event``."""
+    attributes: dict[str, Any] = {
+        "asyncio.policy.class" if event.source == "policy" else "asyncio.loop_factory.name": (
+            event.policy
+        ),
+        "thread.id": event.thread_id,
+        "thread.name": event.thread_name,
+    }
+    if event.loop_class is not None:
+        attributes["asyncio.loop.class"] = event.loop_class
+    if event.loop_id is not None:
+        attributes["asyncio.loop.id"] = event.loop_id
+    if event.kind == GET_EVENT_LOOP and event.result is not None:
+        attributes["asyncio.policy.result"] = event.result
+    elif event.result is not None:
+        attributes["asyncio.policy.action"] = event.result
+    return attributes
+
+
+class SpanHook:
+    """Spans around the rare calls: started before the base runs, so nested calls nest."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+
+    def start(self, operation: Operation) -> Any:
+        span = self.tracer.start_span(
+            SPAN_NAMES[(operation.source, operation.kind)], kind=SpanKind.INTERNAL
+        )
+        return span, context.attach(trace.set_span_in_context(span))
+
+    def end(self, handle: Any, event: PolicyEvent | None) -> None:
+        if handle is None:
+            if event is None:
+                return
+            span: Any = self.tracer.start_span(
+                SPAN_NAMES[(event.source, event.kind)],
+                kind=SpanKind.INTERNAL,
+                start_time=event.start_ns,
+            )
+            token = None
+        else:
+            span, token = handle
+        try:
+            if token is not None:
+                context.detach(token)
+            if event is not None and span.is_recording():
+                span.set_attributes(span_attributes(event))
+                if event.error is not None:
+                    span.record_exception(event.error)
+                    span.set_status(
+                        Status(StatusCode.ERROR, f"{type(event.error).__name__}: {event.error}")
+                    )
+        finally:
+            span.end(end_time=event.end_ns if event is not None else None)
+
+
+def _observe(
+    instruments: Instruments, read: Callable[[], Iterable[Observation]]
+) -> Callable[..., Any]:
+    """A callback that reads the recorders while ``instruments`` are the active set."""
+
+    def callback(options: CallbackOptions) -> Iterator[Observation]:
+        if not instruments.active:
+            return iter(())
+        try:
+            observations = list(read())
+        except Exception as failure:
+            record_internal_error("meter", failure)
+            return iter(())
+        return iter(observations)
+
+    return callback
+
+
+def _loop_counts(which: str) -> Iterator[Observation]:
+    for policy_recorder in recorders():
+        for loop_class, stats in policy_recorder.loop_classes().items():
+            value = stats.open if which == "open" else getattr(stats, which).value
+            yield Observation(value, {"policy": policy_recorder.label, "loop_class": loop_class})
+
+
+def _loop_counter(which: str) -> Callable[[], Iterator[Observation]]:
+    def read() -> Iterator[Observation]:
+        if which != "created":
+            LOOPS.sweep()  # closes that no hook saw
+        return _loop_counts(which)
+
+    return read
+
+
+def _get_calls() -> Iterator[Observation]:
+    for policy_recorder in recorders():
+        for result in ("hit", "created", "miss"):
+            for thread in ("main", "other"):
+                value = policy_recorder.call_count(f"get_event_loop.{result}.{thread}")
+                attributes = {"policy": policy_recorder.label, "result": result, "thread": thread}
+                yield Observation(value, attributes)
+
+
+def _set_calls() -> Iterator[Observation]:
+    for policy_recorder in recorders():
+        for action in ("set", "clear"):
+            value = policy_recorder.call_count(f"set_event_loop.{action}")
+            yield Observation(value, {"policy": policy_recorder.label, "action": action})
+
+
+def _internal_errors() -> Iterator[Observation]:
+    for kind, value in internal_errors().items():
+        yield Observation(value, {"kind": kind})
+
+
+class Instruments:
+    """The tracedpolicy instruments of one meter."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.meter = meter
+        #: Only the newest configured set reports, so a provider never sees stale duplicates.
+        self.active = True
+        meter.create_observable_counter(
+            "asyncio.loop.created",
+            callbacks=[_observe(self, _loop_counter("created"))],
+            unit="{loop}",
+            description="Event loops made through traced policies and loop factories.",
+        )
+        meter.create_observable_counter(
+            "asyncio.loop.closed",
+            callbacks=[_observe(self, _loop_counter("closed"))],
+            unit="{loop}",
+            description="Traced event loops that were closed.",
+        )
+        meter.create_observable_up_down_counter(
+            "asyncio.loop.open",
+            callbacks=[_observe(self, _loop_counter("open"))],
+            unit="{loop}",
+            description="Traced event loops alive and not closed.",
+        )
+        self.lifetime = meter.create_histogram(
+            "asyncio.loop.lifetime",
+            unit="s",
+            description="How long traced event loops lived, recorded when they close.",
+            explicit_bucket_boundaries_advisory=LIFETIME_SECONDS,
+        )
+        meter.create_observable_counter(
+            "asyncio.policy.get_event_loop.calls",
+            callbacks=[_observe(self, _get_calls)],
+            unit="{call}",
+            description="get_event_loop() calls by result: hit, created (implicitly) or miss.",
+        )
+        meter.create_observable_counter(
+            "asyncio.policy.set_event_loop.calls",
+            callbacks=[_observe(self, _set_calls)],
+            unit="{call}",
+            description="set_event_loop() calls by action: set a loop, or clear (None).",
+        )
+        self.creation = meter.create_histogram(
+            "asyncio.policy.new_event_loop.duration",
+            unit="s",
+            description="How long the base policy or factory took to make an event loop.",
+            explicit_bucket_boundaries_advisory=CREATION_SECONDS,
+        )
+        meter.create_observable_counter(
+            "tracedpolicy.internal_errors",
+            callbacks=[_observe(self, _internal_errors)],
+            unit="{error}",
+            description="Failures of tracedpolicy's own telemetry; policy calls were unaffected.",
+        )
+
+    def record(self, event: PolicyEvent) -> None:
+        """Record the histograms of a loop made or closed (an observer of the recorder)."""
+        if not self.active or event.duration is None or event.loop_class is None:
+            return
+        attributes = {"policy": event.policy, "loop_class": event.loop_class}
+        try:
+            if event.kind == NEW_EVENT_LOOP:
+                self.creation.record(event.duration, attributes)
+            elif event.kind == LOOP_CLOSED:
+                self.lifetime.record(event.duration, attributes)
+        except Exception as failure:
+            record_internal_error("meter", failure)
+
+
+#: By meter provider (None: the global one); holding the provider keeps its key unique.
+_instruments: dict[metrics.MeterProvider | None, Instruments] = {}
+_active: Instruments | None = None
+
+
+def configure(
+    tracer_provider: trace.TracerProvider | None,
+    meter_provider: metrics.MeterProvider | None,
+    spans: bool,
+) -> None:
+    """Send spans to ``tracer_provider`` and metrics to ``meter_provider`` (None: global).
+
+    The global providers are API proxies until an SDK is set, and then they bind, so the
+    defaults need no reconfiguring. Configuring another meter provider moves the metrics there.
+    """
+    global _active
+    from tracedpolicy import __version__
+
+    if spans:
+        tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider)
+        recorder.set_span_hook(SpanHook(tracer))
+    else:
+        recorder.set_span_hook(None)
+    instruments = _instruments.get(meter_provider)
+    if instruments is None:
+        meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider)
+        instruments = _instruments[meter_provider] = Instruments(meter)
+        recorder.add_observer(instruments.record)
+    if _active is not None and _active is not instruments:
+        _active.active = False
+    instruments.active = True
+    _active = instruments

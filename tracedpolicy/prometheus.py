@@ -1,0 +1,163 @@
+"""Prometheus: a collector over the recorders, and /metrics over HTTP on loopback by default.
+
+The collector builds its families only when scraped (like prometheus_client's GCCollector), so
+it costs nothing between scrapes. It is registered once per registry however many traced
+policies exist; the ``policy`` label tells them apart.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from tracedpolicy.errors import internal_errors, record_internal_error
+from tracedpolicy.loops import REGISTRY as LOOPS
+from tracedpolicy.recorder import recorders
+from tracedpolicy.stats import HistogramSnapshot
+
+LOOP_LABELS = ["policy", "loop_class"]
+
+
+def _buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
+    return [
+        ("+Inf" if bound == float("inf") else repr(bound), count)
+        for bound, count in zip(snapshot.bounds, snapshot.cumulative_counts)
+    ]
+
+
+class PolicyCollector(Collector):
+    """Every recorder's numbers as Prometheus metric families."""
+
+    def describe(self) -> list[Metric]:
+        # Names only, so registering does not collect.
+        return list(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            LOOPS.sweep()
+            families = self._families()
+            self._fill(families)
+        except Exception as failure:
+            record_internal_error("collector", failure)
+            return iter(())
+        return iter(families.values())
+
+    def _families(self) -> dict[str, Any]:
+        return {
+            "created": CounterMetricFamily(
+                "asyncio_loop_created",
+                "Event loops made through traced policies and loop factories.",
+                labels=LOOP_LABELS,
+            ),
+            "closed": CounterMetricFamily(
+                "asyncio_loop_closed", "Traced event loops that were closed.", labels=LOOP_LABELS
+            ),
+            "open": GaugeMetricFamily(
+                "asyncio_loop_open", "Traced event loops alive and not closed.", labels=LOOP_LABELS
+            ),
+            "lifetime": HistogramMetricFamily(
+                "asyncio_loop_lifetime_seconds",
+                "How long traced event loops lived, recorded when they close.",
+                labels=LOOP_LABELS,
+            ),
+            "get": CounterMetricFamily(
+                "asyncio_policy_get_event_loop_calls",
+                "get_event_loop() calls by result: hit, created (implicitly) or miss.",
+                labels=["policy", "result", "thread"],
+            ),
+            "set": CounterMetricFamily(
+                "asyncio_policy_set_event_loop_calls",
+                "set_event_loop() calls by action: set a loop, or clear (None).",
+                labels=["policy", "action"],
+            ),
+            "creation": HistogramMetricFamily(
+                "asyncio_policy_new_event_loop_duration_seconds",
+                "How long the base policy or factory took to make an event loop.",
+                labels=LOOP_LABELS,
+            ),
+            "errors": CounterMetricFamily(
+                "tracedpolicy_internal_errors",
+                "Failures of tracedpolicy's own telemetry; policy calls were unaffected.",
+                labels=["kind"],
+            ),
+        }
+
+    def _fill(self, families: dict[str, Any]) -> None:
+        for policy_recorder in recorders():
+            policy = policy_recorder.label
+            for loop_class, stats in policy_recorder.loop_classes().items():
+                labels = [policy, loop_class]
+                families["created"].add_metric(labels, stats.created.value)
+                families["closed"].add_metric(labels, stats.closed.value)
+                families["open"].add_metric(labels, stats.open)
+                for name, histogram in (
+                    ("lifetime", stats.lifetime_seconds),
+                    ("creation", stats.creation_seconds),
+                ):
+                    snapshot = histogram.snapshot()
+                    families[name].add_metric(labels, _buckets(snapshot), snapshot.sum)
+            for result in ("hit", "created", "miss"):
+                for thread in ("main", "other"):
+                    count = policy_recorder.call_count(f"get_event_loop.{result}.{thread}")
+                    families["get"].add_metric([policy, result, thread], count)
+            for action in ("set", "clear"):
+                count = policy_recorder.call_count(f"set_event_loop.{action}")
+                families["set"].add_metric([policy, action], count)
+        for kind, count in internal_errors().items():
+            families["errors"].add_metric([kind], count)
+
+
+_lock = threading.Lock()
+_collector = PolicyCollector()
+_registered: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
+_servers: dict[tuple[str, int], Any] = {}
+
+
+def register(registry: CollectorRegistry | None = None) -> PolicyCollector:
+    """Put the collector into ``registry`` (default: prometheus_client's), once."""
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        if registry not in _registered:
+            registry.register(_collector)
+            _registered.add(registry)
+    return _collector
+
+
+def serve(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> Any | None:
+    """Serve ``registry`` on http://addr:port/metrics with prometheus_client's own server.
+
+    Binds loopback unless told otherwise. Returns the server (its ``server_port`` is the port
+    when ``port`` is 0), or None if it could not start: that failure is counted and logged,
+    never raised, since a policy call must not fail over telemetry.
+    """
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        server = _servers.get((addr, port))
+        if server is not None:
+            return server
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=registry)
+        except Exception as failure:
+            record_internal_error("http_server", failure)
+            return None
+        _servers[(addr, port)] = _servers[(addr, server.server_port)] = server
+        return server
+
+
+def shutdown_servers() -> None:
+    """Stop every server :func:`serve` started."""
+    with _lock:
+        servers = {id(server): server for server in _servers.values()}.values()
+        _servers.clear()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
