@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 import tracedpolicy
+from tracedpolicy import telemetry as tracedpolicy_telemetry
 from tracedpolicy._compat import RUNNING
+from tracedpolicy.options import Options
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +41,68 @@ def loops() -> Iterator[list[asyncio.AbstractEventLoop]]:
         if not loop.is_closed():
             loop.close()
     gc.collect()
+
+
+@dataclass
+class Telemetry:
+    """Real OpenTelemetry SDK providers with in-memory exporters; a fresh Prometheus registry."""
+
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    registry: CollectorRegistry
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def spans(self, policy: str) -> list[ReadableSpan]:
+        """Finished spans about ``policy`` (a label), in the order they ended."""
+        return [
+            span
+            for span in self.exporter.get_finished_spans()
+            if (span.attributes or {}).get("asyncio.policy.class") == policy
+            or (span.attributes or {}).get("asyncio.loop_factory.name") == policy
+        ]
+
+    def points(
+        self, name: str, policy: str | None = None
+    ) -> dict[tuple[tuple[str, Any], ...], Any]:
+        """An instrument's data points: attributes -> value (histograms: count, sum, buckets)."""
+        found: dict[tuple[tuple[str, Any], ...], Any] = {}
+        data = self.reader.get_metrics_data()
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name != name:
+                        continue
+                    point: Any
+                    for point in metric.data.data_points:
+                        attributes = dict(point.attributes or {})
+                        if policy is not None and attributes.get("policy") != policy:
+                            continue
+                        key = tuple(sorted(attributes.items()))
+                        if hasattr(point, "bucket_counts"):
+                            found[key] = (point.count, point.sum, tuple(point.bucket_counts))
+                        else:
+                            found[key] = point.value
+        return found
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    """Point tracedpolicy's exporters at in-memory SDK providers and a fresh registry."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    given = {
+        "tracer_provider": tracer_provider,
+        "meter_provider": meter_provider,
+        "prometheus_registry": registry,
+    }
+    tracedpolicy_telemetry.configure(Options.parse("tests", given), given)
+    yield Telemetry(exporter, reader, registry, tracer_provider, meter_provider)
+    defaults = {"spans": True}
+    tracedpolicy_telemetry.configure(Options.parse("tests", defaults), defaults)
+    meter_provider.shutdown()
+    tracer_provider.shutdown()

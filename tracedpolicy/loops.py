@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import sys
 import threading
 import time
 import weakref
@@ -105,7 +106,7 @@ class LoopRegistry:
         with self._lock:
             self._records[key] = record
         if tracked:
-            record.close_hooked = _hook_close(loop, functools.partial(self._closed, record))
+            record.close_hooked = _hook_close(loop)
         return record
 
     def knows(self, loop: Loop) -> bool:
@@ -129,6 +130,12 @@ class LoopRegistry:
                 loop = record.loop
                 if loop is not None and loop.is_closed():
                     self._closed(record, loop)
+
+    def closed(self, loop: Loop) -> None:
+        """``loop.close()`` returned: mark its record closed, if it has one."""
+        record = self._records.get(id(loop))
+        if record is not None and record.tracked and record._ref is not None:
+            self._closed(record, loop)
 
     def _closed(self, record: LoopRecord, loop: Loop) -> None:
         if not loop.is_closed():
@@ -157,30 +164,38 @@ def _notify(listeners: list[Any], *args: Any) -> None:
             record_internal_error("registry", failure)
 
 
-def _hook_close(loop: Loop, on_closed: Callable[[Loop], None]) -> bool:
-    """Make ``loop.close()`` report to ``on_closed`` after it ran; False if it cannot be."""
-    try:
-        instance_close = vars(loop).get("close")
-    except TypeError:  # no __dict__
-        return False
-    class_close: Callable[[Any], None] = type(loop).close
-    loop_ref = weakref.ref(loop)  # the hook must not keep the loop alive
+_hooked_classes: set[type] = set()
+_hook_lock = threading.Lock()
 
-    @functools.wraps(class_close)
-    def close() -> None:
-        target = loop_ref()
-        if instance_close is not None:
-            instance_close()
-        else:
-            class_close(target)
-        if target is not None:
-            on_closed(target)
 
-    try:
-        loop.close = close  # type: ignore[method-assign]
-    except (AttributeError, TypeError):
+def _hook_close(loop: Loop) -> bool:
+    """Make ``loop.close()`` tell the registry after it ran; False if it cannot.
+
+    The hook goes on the loop's class, once, and keeps nothing per loop; for loops without a
+    record it only costs a dict lookup. A close that ``__del__`` makes for an abandoned loop is
+    not counted: that loop was garbage-collected unclosed. A loop with its own instance
+    ``close`` is left to :meth:`LoopRegistry.sweep`.
+    """
+    if "close" in getattr(loop, "__dict__", {}):
         return False
-    return True
+    cls = type(loop)
+    with _hook_lock:
+        if cls in _hooked_classes:
+            return True
+        original: Callable[[Any], None] = cls.close
+
+        @functools.wraps(original)
+        def close(self: Any) -> None:
+            original(self)
+            if sys._getframe(1).f_code.co_name != "__del__":
+                REGISTRY.closed(self)
+
+        try:
+            cls.close = close  # type: ignore[method-assign]
+        except (AttributeError, TypeError):  # an extension type: immutable
+            return False
+        _hooked_classes.add(cls)
+        return True
 
 
 #: The process's registry: every traced policy and loop factory records here.

@@ -144,9 +144,13 @@ def _after_the_fact(
     op.finish(error)
 
 
+#: Draws the hit-span sample; its own generator, so the SDK's id draws do not shift it.
+HIT_SAMPLER = random.Random()
+
+
 def _maybe_span_hit(recorder: PolicyRecorder, loop: Loop, rate: float) -> None:
     """Give a hit its span when hit spans are on and the sample says so."""
-    if rate and (rate >= 1.0 or random.random() < rate):
+    if rate and (rate >= 1.0 or HIT_SAMPLER.random() < rate):
         _after_the_fact(recorder, GET_EVENT_LOOP, "hit", loop, time.time_ns())
 
 

@@ -92,7 +92,8 @@ def remove_observer(observer: Observer) -> None:
     """Stop calling ``observer``; unknown observers are ignored."""
     global _observers
     with _lock:
-        _observers = tuple(o for o in _observers if o is not observer)
+        # ==, not is: ``events.append`` makes a new, equal bound method on every access.
+        _observers = tuple(o for o in _observers if o != observer)
 
 
 def set_span_hook(hook: SpanHook | None) -> None:
