@@ -143,3 +143,11 @@ def test_counter_reads_back_what_was_counted() -> None:
 def test_snapshot_lists_every_label() -> None:
     fresh_policy("tests.snapshot").new_event_loop().close()
     assert tracedpolicy.snapshot()["tests.snapshot"]["loops.created"] == 1
+
+
+def test_a_bound_method_observer_can_be_removed(loops: list[Any]) -> None:
+    events: list[PolicyEvent] = []
+    tracedpolicy.add_observer(events.append)
+    tracedpolicy.remove_observer(events.append)  # a new, equal bound method object
+    loops.append(fresh_policy("tests.removed-observer").new_event_loop())
+    assert events == []

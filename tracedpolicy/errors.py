@@ -39,3 +39,10 @@ def internal_errors() -> dict[str, int]:
     """How often each kind of internal failure happened in this process."""
     with _lock:
         return {kind: counter.value for kind, counter in _counters.items()}
+
+
+def reset_for_tests() -> None:
+    """Forget every count and which kinds were logged. Only use this in tests."""
+    with _lock:
+        _counters.clear()
+        _logged_kinds.clear()

@@ -39,7 +39,9 @@ def install(base: Any = None, **options: Any) -> Any:
             base = current
         elif _installed is not None and _wrapped_by(_installed) is base:
             base = _installed
-        policy = base if is_traced(base) else TracedEventLoopPolicy(base, **options)
+        # The exporters were configured above; the policy takes only its own options.
+        own = {k: v for k, v in options.items() if k not in telemetry.PROCESS_OPTIONS}
+        policy = base if is_traced(base) else TracedEventLoopPolicy(base, **own)
         if policy is current:
             return policy
         set_policy(policy)

@@ -72,6 +72,9 @@ class SpanHook(Protocol):
         """
 
 
+#: The handle of an operation whose span could not start: do not try again at its end.
+_NO_SPAN = object()
+
 _observers: tuple[Observer, ...] = ()
 _span_hook: SpanHook | None = None
 _lock = threading.Lock()
@@ -182,6 +185,7 @@ class Operation:
                 self.handle = hook.start(self)
             except Exception as failure:
                 record_internal_error("tracer", failure)
+                self.handle = _NO_SPAN  # one failure per call is enough
         self.start_ns = time.time_ns()
         self.start = time.perf_counter()
         return self
@@ -303,6 +307,8 @@ class PolicyRecorder:
 def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
     """End the span (always, if one was started) and tell observers about ``event``."""
     hook = _span_hook
+    if handle is _NO_SPAN:
+        hook = None
     if hook is not None and (handle is not None or (event and event.kind != LOOP_CLOSED)):
         try:
             hook.end(handle, event)
