@@ -29,8 +29,11 @@ from .outcomes import in_thread, observe
 DefaultPolicy: Any = RUNNING.default_policy
 
 
-class FailingTracer(trace.NoOpTracer):
+class FailingTracer(trace.Tracer):
     def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("tracer down")
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("tracer down")
 
 

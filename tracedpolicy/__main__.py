@@ -1,11 +1,18 @@
-"""Command line: ``python -m tracedpolicy demo`` (the live-metrics demo)."""
+"""Command line: ``python -m tracedpolicy demo`` (the live-metrics demo) and ``run``.
+
+``python -m tracedpolicy run app.py ARGS`` (or ``run -m package``) installs a traced policy
+configured by the ``TRACEDPOLICY_*`` variables and runs the program unchanged.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import runpy
 import sys
 from typing import Any
 
+import tracedpolicy
 from tracedpolicy import demo
 
 
@@ -31,6 +38,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def run_program(target: str, arguments: list[str], as_module: bool) -> int:
+    """Install a traced policy (options from TRACEDPOLICY_*), then run ``target`` as __main__."""
+    tracedpolicy.install()
+    sys.argv = [target, *arguments]
+    if as_module:
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+        runpy.run_path(target, run_name="__main__")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracedpolicy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,7 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     run_demo.add_argument("--threads", type=_whole(1, 64), default=4, help="worker threads")
     run_demo.add_argument("--interval", type=_seconds, default=2.0, help="seconds per summary")
     run_demo.add_argument("--seconds", type=_seconds, default=None, help="stop after this long")
+    run = commands.add_parser(
+        "run",
+        help="run a Python program under a traced policy (zero-code; see TRACEDPOLICY_*)",
+    )
+    run.add_argument("-m", dest="module", action="store_true", help="run a module, as python -m")
+    run.add_argument("target", help="the script (or, with -m, the module) to run")
+    run.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return run_program(args.target, args.arguments, as_module=args.module)
     return demo.main(
         port=args.port,
         addr=args.addr,

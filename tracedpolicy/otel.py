@@ -63,20 +63,33 @@ def span_attributes(event: PolicyEvent) -> dict[str, Any]:
 
 
 class SpanHook:
-    """Spans around the rare calls: started before the base runs, so nested calls nest."""
+    """Spans around the rare calls: started before the base runs, so nested calls nest.
+
+    Until an SDK provider is set, the global API tracer hands out only non-recording spans:
+    they are skipped, so tracing costs next to nothing before an SDK is there.
+    """
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
 
+    def _enabled(self) -> bool:
+        # A global ProxyTracer answers with its NoOpTracer until an SDK provider is set.
+        return not isinstance(getattr(self.tracer, "_tracer", self.tracer), trace.NoOpTracer)
+
     def start(self, operation: Operation) -> Any:
+        if not self._enabled():
+            return None
         span = self.tracer.start_span(
             SPAN_NAMES[(operation.source, operation.kind)], kind=SpanKind.INTERNAL
         )
+        if operation.kind != GET_EVENT_LOOP:
+            return span, None  # a leaf: nothing nests under new or set
+        # A get may create a loop implicitly; its new and set spans nest under it.
         return span, context.attach(trace.set_span_in_context(span))
 
     def end(self, handle: Any, event: PolicyEvent | None) -> None:
         if handle is None:
-            if event is None:
+            if event is None or not self._enabled():
                 return
             span: Any = self.tracer.start_span(
                 SPAN_NAMES[(event.source, event.kind)],

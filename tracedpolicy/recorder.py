@@ -253,37 +253,38 @@ class PolicyRecorder:
 
     def _finish(self, op: Operation, duration: float) -> PolicyEvent:
         main = is_main_thread()
-        loop, loop_record = op.loop, None
-        if op.kind == NEW_EVENT_LOOP and op.error is None and loop is not None:
-            thread_state.creations += 1
-            loop_record = REGISTRY.record_for(loop, self.label, tracked=True, source=op.source)
-            stats = self.loop_class_stats(class_name(type(loop)))
-            next(stats.created.tick)
-            if op.measured:
-                stats.creation_seconds.observe(duration)
-        elif loop is not None:
-            loop_record = REGISTRY.record_for(loop, self.label, tracked=False)
+        loop, loop_record, loop_class = op.loop, None, None
+        if loop is not None:
+            created = op.kind == NEW_EVENT_LOOP and op.error is None
+            loop_record = REGISTRY.record_for(loop, self.label, created, op.source)
+            loop_class = loop_record.loop_class if loop_record else class_name(type(loop))
+            if created:
+                thread_state.creations += 1
+                stats = self.loop_class_stats(loop_class)
+                next(stats.created.tick)
+                if op.measured:
+                    stats.creation_seconds.observe(duration)
         if op.kind == SET_EVENT_LOOP and op.error is None:
             op.result = "clear" if loop is None else "set"
             next(self._by_key[f"set_event_loop.{op.result}"].tick)
         elif op.kind == GET_EVENT_LOOP and op.result in ("created", "miss"):
             next(self._by_key[f"get_event_loop.{op.result}.{'main' if main else 'other'}"].tick)
-        thread = threading.current_thread()
+        # Positional: a 14-field NamedTuple made from keywords costs three times as much.
         return PolicyEvent(
-            kind=op.kind,
-            policy=self.label,
-            source=op.source,
-            result=op.result,
-            loop=loop,
-            loop_id=loop_record.loop_id if loop_record else None,
-            loop_class=class_name(type(loop)) if loop is not None else None,
-            thread_id=threading.get_ident(),
-            thread_name=thread.name,
-            is_main_thread=main,
-            start_ns=op.start_ns,
-            end_ns=time.time_ns(),
-            duration=duration if op.kind == NEW_EVENT_LOOP and op.measured else None,
-            error=op.error,
+            op.kind,
+            self.label,
+            op.source,
+            op.result,
+            loop,
+            loop_record.loop_id if loop_record else None,
+            loop_class,
+            threading.get_ident(),
+            threading.current_thread().name,
+            main,
+            op.start_ns,
+            time.time_ns(),
+            duration if op.kind == NEW_EVENT_LOOP and op.measured else None,
+            op.error,
         )
 
     def snapshot(self) -> dict[str, int]:
@@ -328,21 +329,21 @@ def _loop_closed(record: LoopRecord, lifetime: float) -> None:
     next(stats.closed.tick)
     stats.lifetime_seconds.observe(lifetime)
     now = time.time_ns()
-    event = PolicyEvent(
-        kind=LOOP_CLOSED,
-        policy=record.policy,
-        source=record.source,
-        result=None,
-        loop=record.loop,
-        loop_id=record.loop_id,
-        loop_class=record.loop_class,
-        thread_id=threading.get_ident(),
-        thread_name=threading.current_thread().name,
-        is_main_thread=is_main_thread(),
-        start_ns=now,
-        end_ns=now,
-        duration=lifetime,
-        error=None,
+    event = PolicyEvent(  # positional, as in _finish
+        LOOP_CLOSED,
+        record.policy,
+        record.source,
+        None,
+        record.loop,
+        record.loop_id,
+        record.loop_class,
+        threading.get_ident(),
+        threading.current_thread().name,
+        is_main_thread(),
+        now,
+        now,
+        lifetime,
+        None,
     )
     _dispatch(event, None)
 

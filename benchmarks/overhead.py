@@ -1,0 +1,152 @@
+"""What tracing costs: each policy call bare and traced, side by side in one run, as ratios.
+
+    python benchmarks/overhead.py            # the README's figures
+    python benchmarks/overhead.py --quick    # fewer rounds (CI runs this; never a gate)
+
+Two set-ups: no OpenTelemetry SDK configured (the API's no-op proxies), and the SDK configured
+as in production (a batch span processor, a periodic metric reader), both exporting to nowhere
+so the figures measure tracedpolicy and the SDK, not a network. Each figure is the best of
+several repeats, bare and traced measured alternately to share the machine's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import timeit
+from typing import Any, Callable
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import tracedpolicy
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy._compat import RUNNING
+
+
+class DiscardSpans(SpanExporter):
+    """Exports to nowhere: the cost measured is ours and the SDK's, not a network's."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class DiscardMetrics(MetricExporter):
+    """Exports to nowhere, like :class:`DiscardSpans`."""
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def operations(policy: Any) -> dict[str, Callable[[], Any]]:
+    """The calls to time on ``policy``, each leaving the policy as it found it."""
+    loop = policy.new_event_loop()
+
+    def get_hit() -> Any:
+        return policy.get_event_loop()
+
+    def get_miss() -> None:
+        policy.set_event_loop(None)
+        try:  # noqa: SIM105 - contextlib.suppress would add its own cost to the timing
+            policy.get_event_loop()
+        except RuntimeError:
+            pass
+        policy.set_event_loop(loop)
+
+    def set_loop() -> None:
+        policy.set_event_loop(loop)
+
+    def new_and_close() -> None:
+        policy.new_event_loop().close()
+
+    policy.set_event_loop(loop)
+    return {
+        "get (hit)": get_hit,
+        "get (miss) + 2 sets": get_miss,
+        "set": set_loop,
+        "new + close": new_and_close,
+    }
+
+
+def best_ns(call: Callable[[], Any], number: int, repeat: int) -> float:
+    return min(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e9
+
+
+def measure(make_traced: Callable[[], Any], quick: bool) -> list[tuple[str, float, float]]:
+    bare_ops = operations(RUNNING.default_policy())  # type: ignore[misc]
+    traced_ops = operations(make_traced())
+    rows = []
+    for name in bare_ops:
+        number = {"get (hit)": 200_000, "set": 50_000}.get(name, 2_000)
+        if quick:
+            number //= 10
+        bare = traced = float("inf")
+        for _ in range(3 if quick else 7):
+            bare = min(bare, best_ns(bare_ops[name], number, 1))
+            traced = min(traced, best_ns(traced_ops[name], number, 1))
+        rows.append((name, bare, traced))
+    return rows
+
+
+def print_table(title: str, rows: list[tuple[str, float, float]]) -> None:
+    print(f"\n{title}\n")
+    print("| operation | bare | traced | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, bare, traced in rows:
+        print(f"| {name} | {bare:,.0f} ns | {traced:,.0f} ns | {traced / bare:.2f}x |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Timing loops make spans faster than a batch processor exports them: it drops some, as in
+    # production under such load, and says so on every drop. The figures do not need that.
+    logging.getLogger("opentelemetry.sdk.trace.export").setLevel(logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for CI")
+    quick = parser.parse_args(argv).quick
+    print(f"Python {sys.version.split()[0]}, tracedpolicy {tracedpolicy.__version__}")
+    policy_class = RUNNING.default_policy
+    assert policy_class is not None
+
+    def wrapper(**options: Any) -> Callable[[], Any]:
+        return lambda: TracedEventLoopPolicy(policy_class(), prometheus=False, **options)
+
+    print_table("No OpenTelemetry SDK configured (default options)", measure(wrapper(), quick))
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans()))
+    reader = PeriodicExportingMetricReader(DiscardMetrics(), export_interval_millis=60_000)
+    meter_provider = MeterProvider(metric_readers=[reader])
+    sdk = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    print_table(
+        "SDK configured as in production (batch span processor, periodic metric reader)",
+        measure(wrapper(**sdk), quick),
+    )
+    print_table(
+        "SDK configured, and a span for 1% of hits (get_spans='sampled')",
+        measure(wrapper(**sdk, get_spans="sampled", get_span_sample_rate=0.01), quick)[:1],
+    )
+    traced_subclass = tracedpolicy.TracedDefaultEventLoopPolicy
+    print_table(
+        "SDK configured, the traced hierarchy class instead of the wrapper",
+        measure(traced_subclass, quick),
+    )
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
