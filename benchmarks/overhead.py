@@ -112,7 +112,7 @@ def print_table(title: str, rows: list[tuple[str, float, float]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     # Timing loops make spans faster than a batch processor exports them: it drops some, as in
     # production under such load, and says so on every drop. The figures do not need that.
-    logging.getLogger("opentelemetry.sdk.trace.export").setLevel(logging.ERROR)
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for CI")
     quick = parser.parse_args(argv).quick

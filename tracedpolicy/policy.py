@@ -169,6 +169,27 @@ def new_loop(inner_new: Callable[[], Loop], recorder: PolicyRecorder, source: st
     return loop
 
 
+def _fast_get(
+    outer: Any, base: Any, recorder: PolicyRecorder, api: AsyncioPolicyApi
+) -> Callable[[], Loop]:
+    """The wrapper's ``get_event_loop`` for a stock base, as a closure over what it reads.
+
+    Set on the instance, it is found without reading a single attribute of the wrapper, whose
+    ``__getattr__`` makes every attribute read slow on 3.9-3.11. It does what the class's
+    ``get_event_loop`` does when hit spans are off.
+    """
+    hits_main, hits_other = recorder.hits_main.tick, recorder.hits_other.tick
+
+    def get_event_loop() -> Loop:
+        loop: Loop | None = base._local._loop
+        if loop is not None:
+            next(hits_main if get_ident() == _MainThread.ident else hits_other)
+            return loop
+        return _get_from_stock(outer, base, recorder, api)
+
+    return get_event_loop
+
+
 class TracedEventLoopPolicy(_PolicyBase):
     """Wrap a policy instance so that every call on it is recorded, changing nothing else.
 
@@ -179,15 +200,7 @@ class TracedEventLoopPolicy(_PolicyBase):
     """
 
     _tracedpolicy_traced = True
-    __slots__ = (
-        "_api",
-        "_base",
-        "_hit_span_rate",
-        "_hits_main",
-        "_hits_other",
-        "_recorder",
-        "_stock_get",
-    )
+    __slots__ = ("_api", "_base", "_hit_span_rate", "_recorder", "_stock_get")
 
     def __new__(cls, base: Any = None, **options: Any) -> TracedEventLoopPolicy:
         if base is not None and is_traced(base):
@@ -215,14 +228,13 @@ class TracedEventLoopPolicy(_PolicyBase):
         own(self, "_api", _api)
         own(self, "_base", base)
         own(self, "_recorder", recorder)
-        own(
-            self,
-            "_stock_get",
-            _uses_stock_get(type(base), _api) and "get_event_loop" not in _instance_dict(base),
+        stock_get = _uses_stock_get(type(base), _api) and "get_event_loop" not in getattr(
+            base, "__dict__", {}
         )
-        own(self, "_hits_main", recorder.hits_main.tick)
-        own(self, "_hits_other", recorder.hits_other.tick)
+        own(self, "_stock_get", stock_get)
         own(self, "_hit_span_rate", parsed.hit_span_rate)
+        if stock_get and not parsed.hit_span_rate:
+            own(self, "get_event_loop", _fast_get(self, base, recorder, _api))
 
     @property
     def base(self) -> Any:
@@ -230,15 +242,16 @@ class TracedEventLoopPolicy(_PolicyBase):
         return self._base
 
     def get_event_loop(self) -> Loop:
+        # Stock bases without hit spans use _fast_get, set on the instance; this is the rest.
+        base, recorder = self._base, self._recorder
         if self._stock_get:
-            loop: Loop | None = self._base._local._loop
+            loop: Loop | None = base._local._loop
             if loop is not None:
-                next(self._hits_main if get_ident() == _MainThread.ident else self._hits_other)
-                if self._hit_span_rate:
-                    _maybe_span_hit(self._recorder, loop, self._hit_span_rate)
+                recorder.count_hit()
+                _maybe_span_hit(recorder, loop, self._hit_span_rate)
                 return loop
-            return _get_from_stock(self, self._base, self._recorder, self._api)
-        return _get_from_opaque(self._base.get_event_loop, self._recorder, self._hit_span_rate)
+            return _get_from_stock(self, base, recorder, self._api)
+        return _get_from_opaque(base.get_event_loop, recorder, self._hit_span_rate)
 
     def set_event_loop(self, loop: Loop | None) -> None:
         _set(self._base.set_event_loop, loop, self._recorder)
@@ -292,13 +305,6 @@ class TracedEventLoopPolicy(_PolicyBase):
 _WRAPPER_OWN_NAMES = frozenset(TracedEventLoopPolicy.__slots__) | frozenset(
     name for name, value in vars(TracedEventLoopPolicy).items() if inspect.isfunction(value)
 )
-
-
-def _instance_dict(obj: Any) -> dict[str, Any]:
-    try:
-        return cast(dict[str, Any], vars(obj))
-    except TypeError:  # __slots__ without __dict__
-        return {}
 
 
 def _check_policy_instance(caller: str, policy: Any, api: AsyncioPolicyApi) -> None:
