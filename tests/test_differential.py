@@ -22,6 +22,7 @@ import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy, traced
 from tracedpolicy._compat import RUNNING
 
+from .conftest import Telemetry
 from .outcomes import Outcome, observe
 
 DefaultPolicy: type = RUNNING.default_policy  # type: ignore[assignment]
@@ -46,6 +47,11 @@ PAIRS: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
     ("decorated", ExtendedPolicy, lambda: traced(ExtendedPolicy)()),
     ("wrapper-opaque", OverridingPolicy, lambda: TracedEventLoopPolicy(OverridingPolicy())),
     ("decorated-opaque", OverridingPolicy, lambda: traced(OverridingPolicy)()),
+    (
+        "wrapper-hit-spans",
+        DefaultPolicy,
+        lambda: TracedEventLoopPolicy(DefaultPolicy(), get_spans="all"),
+    ),
 ]
 
 
@@ -155,11 +161,7 @@ class Run:
         return outcomes
 
 
-@settings(
-    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(steps=steps, pair=st.sampled_from(PAIRS))
-def test_traced_and_bare_policies_agree_on_every_call(
+def compare(
     steps: list[tuple[int, str, int]], pair: tuple[str, Callable[[], Any], Callable[[], Any]]
 ) -> None:
     _, make_bare, make_traced = pair
@@ -170,3 +172,24 @@ def test_traced_and_bare_policies_agree_on_every_call(
     finally:
         RUNNING.set_policy(before)  # type: ignore[misc]
     assert traced_outcomes == bare
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps=steps, pair=st.sampled_from(PAIRS))
+def test_traced_and_bare_policies_agree_on_every_call(
+    steps: list[tuple[int, str, int]], pair: tuple[str, Callable[[], Any], Callable[[], Any]]
+) -> None:
+    compare(steps, pair)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=steps, pair=st.sampled_from(PAIRS))
+def test_they_still_agree_while_the_sdk_records_every_span(
+    telemetry: Telemetry,
+    steps: list[tuple[int, str, int]],
+    pair: tuple[str, Callable[[], Any], Callable[[], Any]],
+) -> None:
+    """Telemetry never changes behaviour: the same comparison with real spans being made."""
+    compare(steps, pair)

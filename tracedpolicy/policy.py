@@ -21,6 +21,7 @@ import inspect
 import random
 import threading
 import time
+from collections.abc import Mapping
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
@@ -325,18 +326,18 @@ def traced_subclass(
     cls: type,
     *,
     name: str | None = None,
-    options: Options | None = None,
+    given: Mapping[str, Any] | None = None,
     attributes: dict[str, Any] | None = None,
     api: AsyncioPolicyApi = API,
 ) -> type:
     """Build a subclass of the policy class ``cls`` whose calls are recorded.
 
     It keeps ``cls``'s name, module and docstring unless ``name`` is given, and adds
-    ``attributes`` (such as a ``_loop_factory``) to its namespace. ``options`` default to the
-    ``TRACEDPOLICY_*`` variables, read when the class is made.
+    ``attributes`` (such as a ``_loop_factory``) to its namespace. ``given`` are the keyword
+    options, over the ``TRACEDPOLICY_*`` variables as they are when the class is made.
     """
-    given = options is not None
-    options = options or Options.parse("traced()", {})
+    given = dict(given or {})
+    options = Options.parse("traced()", given)
     recorder = recorder_for(options.label or label_of(cls))
     subclass: type  # made last; the methods below look it up when called
     hits_main, hits_other = recorder.hits_main.tick, recorder.hits_other.tick
@@ -367,7 +368,7 @@ def traced_subclass(
     @functools.wraps(cast(Any, cls).__init__)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         parent(self).__init__(*args, **kwargs)
-        telemetry.configure(options, vars(options) if given else {})
+        telemetry.configure(options, given)
 
     def parent(self: Any) -> Any:
         """``super()`` as seen from the subclass: the next class in ``self``'s MRO."""
@@ -401,11 +402,11 @@ def traced(policy: PolicyT, **options: Any) -> PolicyT:
     """
     _require_policies(API)
     abstract = cast(type, API.abstract_policy)
-    parsed = Options.parse("traced()", options)
+    Options.parse("traced()", options)  # a bad option fails here, before anything is made
     if is_traced(policy):
         return policy
     if isinstance(policy, type) and issubclass(policy, abstract):
-        return cast(PolicyT, traced_subclass(policy, options=parsed if options else None))
+        return cast(PolicyT, traced_subclass(policy, given=options))
     if isinstance(policy, abstract):
         return cast(PolicyT, TracedEventLoopPolicy(policy, **options))
     raise TypeError(
