@@ -41,7 +41,7 @@ def test_an_abandoned_loop_is_not_counted_as_closed() -> None:
         gc.collect()
     assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
     stats = tracedpolicy.recorder.recorder_for(label).loop_classes()
-    assert [s.collected_unclosed.value for s in stats.values()] == [1]
+    assert [s.leaked["gc_unclosed"].value for s in stats.values()] == [1]
 
 
 class Immutable(type):

@@ -1,10 +1,17 @@
-"""Every loop tracedpolicy made or was handed: an id never reused, and the loop's life.
+"""Every loop tracedpolicy made or was handed: an id never reused, its life, and its leaks.
 
 Records hold only a weak reference to their loop, and a record goes away with its loop, so
 memory stays bounded however many loops come and go. A loop made through tracedpolicy is
-*tracked*: its ``close`` is hooked on the instance (the class is left alone), so the moment it
-closes is exact; where an instance cannot take the hook, :meth:`LoopRegistry.sweep` notices the
-close when exporters collect.
+*tracked*: where it was made (the first frame outside tracedpolicy, asyncio and uvloop), by
+which thread, which threads it is set on, and how it ended:
+
+* closed: its ``close()`` returned (hooked once on the loop's class, so the moment is exact;
+  where a class cannot take the hook, :meth:`LoopRegistry.sweep` notices at collection time);
+* leaked, for one reason each: ``gc_unclosed`` (garbage-collected without ``close()``),
+  ``thread_exit`` (the current loop of a thread that ended, not closed), ``open_at_exit``
+  (still open when the interpreter exits, counted when :meth:`LoopRegistry.leak_open_at_exit`
+  runs). A closed loop is never a leak; a leak is counted once.
+* inherited: in a forked child, the parent's loops are the parent's business.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import os
 import sys
 import threading
 import time
@@ -23,10 +31,51 @@ from tracedpolicy.errors import record_internal_error
 
 Loop = asyncio.AbstractEventLoop
 
+GC_UNCLOSED = "gc_unclosed"
+THREAD_EXIT = "thread_exit"
+OPEN_AT_EXIT = "open_at_exit"
+LEAK_REASONS = (GC_UNCLOSED, THREAD_EXIT, OPEN_AT_EXIT)
+
+#: Frames of these packages are not a creation site: the user's call into them is.
+SKIPPED_PACKAGES = ("tracedpolicy", "asyncio", "uvloop")
+
 
 def class_name(cls: type) -> str:
     """A class's qualified name with its module: the bounded ``loop_class`` label value."""
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@dataclass(frozen=True)
+class CreationSite:
+    """Where a loop was made: a file, a line and the function around it."""
+
+    filename: str
+    lineno: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.lineno} in {self.function}"
+
+
+def _skipped(frame: Any) -> bool:
+    module = frame.f_globals.get("__name__") or ""
+    return any(module == name or module.startswith(name + ".") for name in SKIPPED_PACKAGES)
+
+
+def capture_site(depth: int = 0) -> tuple[CreationSite | None, tuple[str, ...]]:
+    """The caller's creation site, and up to ``depth`` more frames above it (outermost last)."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and _skipped(frame):
+        frame = frame.f_back
+    if frame is None:
+        return None, ()
+    site = CreationSite(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+    stack: list[str] = []
+    outer = frame.f_back
+    while outer is not None and len(stack) < depth:
+        stack.append(f"{outer.f_code.co_filename}:{outer.f_lineno} in {outer.f_code.co_name}")
+        outer = outer.f_back
+    return site, tuple(stack)
 
 
 @dataclass(eq=False)
@@ -37,17 +86,28 @@ class LoopRecord:
     policy: str
     loop_class: str
     thread_id: int
+    """The thread that made it (or first handed it to tracedpolicy)."""
     thread_name: str
     created_at: float
     """Wall-clock time (``time.time()``) when the record was made."""
     created_monotonic: float
     tracked: bool
-    """Made through tracedpolicy, so counted as created, closed and open."""
+    """Made through tracedpolicy, so counted as created, closed, leaked and open."""
     source: str = "policy"
     """``policy``, or ``loop_factory`` for loops from :func:`tracedpolicy.loop_factory`."""
+    site: CreationSite | None = None
+    stack: tuple[str, ...] = ()
+    """Frames above the site, outermost last, when a deeper stack was asked for."""
+    set_on: dict[int, str] = field(default_factory=dict)
+    """The threads (ident: name) it is the current loop of, through a traced policy."""
     close_hooked: bool = False
     closed_monotonic: float | None = None
-    collected: bool = False
+    leaked: str | None = None
+    """The leak reason, once it leaked."""
+    inherited: bool = False
+    """Made before this process forked from its parent."""
+    span_context: Any = None
+    """The creation span's context, so a leak span can link to it."""
     _ref: weakref.ReferenceType[Loop] | None = field(default=None, repr=False)
 
     @property
@@ -59,14 +119,23 @@ class LoopRecord:
         """The loop, or None once it was garbage-collected."""
         return self._ref() if self._ref is not None else None
 
+    @property
+    def counts_as_open(self) -> bool:
+        """Made here, and neither closed, leaked nor inherited: ``asyncio_loop_open``."""
+        return self.tracked and not (self.closed or self.leaked or self.inherited)
+
     def age(self, now: float | None = None) -> float:
         """Seconds since creation, up to the close if it closed."""
         end = self.closed_monotonic or (time.monotonic() if now is None else now)
         return end - self.created_monotonic
 
 
-ClosedListener = Callable[[LoopRecord, float], None]
-CollectedListener = Callable[[LoopRecord], None]
+class _ThreadLoops(threading.local):
+    """This thread's current loop per policy label, and the sentinel that outlives nothing."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, LoopRecord] = {}
+        self.sentinel: object | None = None
 
 
 class LoopRegistry:
@@ -75,9 +144,13 @@ class LoopRegistry:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._records: dict[int, LoopRecord] = {}
-        self._lock = threading.Lock()
-        self.closed_listeners: list[ClosedListener] = []
-        self.collected_listeners: list[CollectedListener] = []
+        self._lock = threading.RLock()
+        self._threads = _ThreadLoops()
+        #: How many frames above the creation site to keep (0: the site only).
+        self.stack_depth = 0
+        self.closed_listeners: list[Callable[[LoopRecord, float], None]] = []
+        self.leaked_listeners: list[Callable[[LoopRecord, str], None]] = []
+        self.inherited_listeners: list[Callable[[LoopRecord], None]] = []
 
     def record_for(
         self, loop: Loop, policy: str, tracked: bool, source: str = "policy"
@@ -87,17 +160,19 @@ class LoopRegistry:
         record = self._records.get(key)
         if record is not None and record.loop is loop:
             return record
-        thread = threading.current_thread()
+        site, stack = capture_site(self.stack_depth) if tracked else (None, ())
         record = LoopRecord(
             loop_id=next(self._ids),
             policy=policy,
             loop_class=class_name(type(loop)),
             thread_id=threading.get_ident(),
-            thread_name=thread.name,
+            thread_name=threading.current_thread().name,
             created_at=time.time(),
             created_monotonic=time.monotonic(),
             tracked=tracked,
             source=source,
+            site=site,
+            stack=stack,
         )
         try:
             record._ref = weakref.ref(loop, functools.partial(self._collected, key, record))
@@ -119,9 +194,13 @@ class LoopRegistry:
             return list(self._records.values())
 
     def open_records(self) -> list[LoopRecord]:
-        """Tracked loops that are alive and not closed, oldest first."""
+        """Loops made here that are alive and not closed (leaked ones too), oldest first."""
         self.sweep()
-        return [r for r in self.records() if r.tracked and not r.closed and r.loop is not None]
+        return [
+            r
+            for r in self.records()
+            if r.tracked and not r.closed and not r.inherited and r.loop is not None
+        ]
 
     def sweep(self) -> None:
         """Notice closes of tracked loops whose ``close`` could not be hooked."""
@@ -131,32 +210,87 @@ class LoopRegistry:
                 if loop is not None and loop.is_closed():
                     self._closed(record, loop)
 
+    def set_current(self, policy: str, record: LoopRecord | None) -> None:
+        """A traced ``set_event_loop`` made ``record``'s loop (None: none) this thread's."""
+        threads = self._threads
+        ident = threading.get_ident()
+        previous = threads.current.pop(policy, None)
+        if previous is not None:
+            previous.set_on.pop(ident, None)
+        if record is None:
+            return
+        record.set_on[ident] = threading.current_thread().name
+        threads.current[policy] = record
+        if threads.sentinel is None:
+            # Thread-local storage is cleared when the thread ends, and the sentinel with it.
+            sentinel = threads.sentinel = _Sentinel()
+            end = weakref.finalize(sentinel, self._thread_ended, ident, threads.current)
+            end.atexit = False  # the main thread's loops are open_at_exit's business
+
     def closed(self, loop: Loop) -> None:
         """``loop.close()`` returned: mark its record closed, if it has one."""
         record = self._records.get(id(loop))
         if record is not None and record.tracked and record._ref is not None:
             self._closed(record, loop)
 
+    def leak_open_at_exit(self) -> list[LoopRecord]:
+        """Count every loop still open as leaked ``open_at_exit``; return them."""
+        leaked = [r for r in self.open_records() if not r.leaked]
+        for record in leaked:
+            self._leak(record, OPEN_AT_EXIT)
+        return leaked
+
+    def after_fork_in_child(self) -> None:
+        """The parent's loops are not this process's: stop counting them here."""
+        self._lock = threading.RLock()  # the parent's may have been held by another thread
+        self._threads = _ThreadLoops()
+        for record in self.records():
+            if record.inherited:
+                continue
+            was_open = record.counts_as_open
+            record.inherited = True
+            record.set_on.clear()
+            if was_open:
+                _notify(self.inherited_listeners, record)
+
     def _closed(self, record: LoopRecord, loop: Loop) -> None:
         if not loop.is_closed():
             return  # close() returned but the loop is still open (a subclass's choice)
         with self._lock:
-            if record.closed_monotonic is not None:
-                return  # closing twice counts once
+            if record.closed or record.leaked or record.inherited:
+                return  # closing twice counts once; a leak stays a leak
             record.closed_monotonic = time.monotonic()
         _notify(self.closed_listeners, record, record.age())
+
+    def _leak(self, record: LoopRecord, reason: str) -> None:
+        with self._lock:
+            if not record.counts_as_open:
+                return
+            record.leaked = reason
+        _notify(self.leaked_listeners, record, reason)
 
     def _collected(self, key: int, record: LoopRecord, _ref: object) -> None:
         with self._lock:
             if self._records.get(key) is record:
                 del self._records[key]
-            record.collected = True
-        if record.tracked and not record.closed:
-            _notify(self.collected_listeners, record)
+        if record.counts_as_open:
+            living = {thread.ident for thread in threading.enumerate()}
+            ended = any(ident not in living for ident in record.set_on)
+            self._leak(record, THREAD_EXIT if ended else GC_UNCLOSED)
+
+    def _thread_ended(self, ident: int, current: dict[str, LoopRecord]) -> None:
+        for record in list(current.values()):
+            record.set_on.pop(ident, None)
+            if record.counts_as_open and record.loop is not None and not record.loop.is_closed():
+                self._leak(record, THREAD_EXIT)
+
+
+class _Sentinel:
+    """An object whose only job is to be dropped when its thread ends."""
 
 
 def _notify(listeners: list[Any], *args: Any) -> None:
-    """Tell each listener; one that fails is counted and never reaches ``loop.close()``."""
+    """Tell each listener; one that fails is counted and never reaches the caller."""
     for listener in listeners:
         try:
             listener(*args)
@@ -200,3 +334,6 @@ def _hook_close(loop: Loop) -> bool:
 
 #: The process's registry: every traced policy and loop factory records here.
 REGISTRY = LoopRegistry()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=REGISTRY.after_fork_in_child)

@@ -21,10 +21,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracedpolicy import recorder
 from tracedpolicy.errors import internal_errors, record_internal_error
+from tracedpolicy.loops import LEAK_REASONS
 from tracedpolicy.loops import REGISTRY as LOOPS
 from tracedpolicy.recorder import (
     GET_EVENT_LOOP,
     LOOP_CLOSED,
+    LOOP_LEAKED,
     NEW_EVENT_LOOP,
     Operation,
     PolicyEvent,
@@ -39,6 +41,8 @@ SPAN_NAMES = {
     ("policy", "get_event_loop"): "asyncio.policy.get_event_loop",
     ("policy", "set_event_loop"): "asyncio.policy.set_event_loop",
     ("loop_factory", "new_event_loop"): "asyncio.loop_factory.new_event_loop",
+    ("policy", "loop_leaked"): "asyncio.loop.leak",
+    ("loop_factory", "loop_leaked"): "asyncio.loop.leak",
 }
 
 
@@ -57,6 +61,13 @@ def span_attributes(event: PolicyEvent) -> dict[str, Any]:
         attributes["asyncio.loop.id"] = event.loop_id
     if event.kind == GET_EVENT_LOOP and event.result is not None:
         attributes["asyncio.policy.result"] = event.result
+    elif event.kind == LOOP_LEAKED:
+        attributes["asyncio.loop.leak.reason"] = event.result
+        site = event.record.site if event.record is not None else None
+        if site is not None:
+            attributes["code.filepath"] = site.filename
+            attributes["code.lineno"] = site.lineno
+            attributes["code.function"] = site.function
     elif event.result is not None:
         attributes["asyncio.policy.action"] = event.result
     return attributes
@@ -87,14 +98,20 @@ class SpanHook:
         # A get may create a loop implicitly; its new and set spans nest under it.
         return span, context.attach(trace.set_span_in_context(span))
 
+    def span_context(self, handle: Any) -> Any:
+        return handle[0].get_span_context() if isinstance(handle, tuple) else None
+
     def end(self, handle: Any, event: PolicyEvent | None) -> None:
         if handle is None:
             if event is None or not self._enabled():
                 return
+            # A leak links to its loop's creation span, which may be in another trace.
+            creation = event.record.span_context if event.record is not None else None
             span: Any = self.tracer.start_span(
                 SPAN_NAMES[(event.source, event.kind)],
                 kind=SpanKind.INTERNAL,
                 start_time=event.start_ns,
+                links=[trace.Link(creation)] if creation is not None else None,
             )
             token = None
         else:
@@ -147,6 +164,18 @@ def _loop_counter(which: str) -> Callable[[], Iterator[Observation]]:
     return read
 
 
+def _leaks() -> Iterator[Observation]:
+    for policy_recorder in recorders():
+        for loop_class, stats in policy_recorder.loop_classes().items():
+            for reason in LEAK_REASONS:
+                attributes = {
+                    "policy": policy_recorder.label,
+                    "loop_class": loop_class,
+                    "reason": reason,
+                }
+                yield Observation(stats.leaked[reason].value, attributes)
+
+
 def _get_calls() -> Iterator[Observation]:
     for policy_recorder in recorders():
         for result in ("hit", "created", "miss"):
@@ -192,6 +221,12 @@ class Instruments:
             callbacks=[_observe(self, _loop_counter("open"))],
             unit="{loop}",
             description="Traced event loops alive and not closed.",
+        )
+        meter.create_observable_counter(
+            "asyncio.loop.leaked",
+            callbacks=[_observe(self, _leaks)],
+            unit="{loop}",
+            description="Traced event loops leaked: gc_unclosed, thread_exit or open_at_exit.",
         )
         self.lifetime = meter.create_histogram(
             "asyncio.loop.lifetime",

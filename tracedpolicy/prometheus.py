@@ -62,6 +62,11 @@ class PolicyCollector(Collector):
             "open": GaugeMetricFamily(
                 "asyncio_loop_open", "Traced event loops alive and not closed.", labels=LOOP_LABELS
             ),
+            "leaked": CounterMetricFamily(
+                "asyncio_loop_leaked",
+                "Traced event loops leaked: gc_unclosed, thread_exit or open_at_exit.",
+                labels=[*LOOP_LABELS, "reason"],
+            ),
             "lifetime": HistogramMetricFamily(
                 "asyncio_loop_lifetime_seconds",
                 "How long traced event loops lived, recorded when they close.",
@@ -97,6 +102,8 @@ class PolicyCollector(Collector):
                 families["created"].add_metric(labels, stats.created.value)
                 families["closed"].add_metric(labels, stats.closed.value)
                 families["open"].add_metric(labels, stats.open)
+                for reason, counter in stats.leaked.items():
+                    families["leaked"].add_metric([*labels, reason], counter.value)
                 for name, histogram in (
                     ("lifetime", stats.lifetime_seconds),
                     ("creation", stats.creation_seconds),

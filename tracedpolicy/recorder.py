@@ -14,6 +14,7 @@ Nothing here may change a policy call: every failure of a hook or observer is co
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from types import TracebackType
 from typing import Any, Callable, NamedTuple, Protocol
 
 from tracedpolicy.errors import record_internal_error
-from tracedpolicy.loops import REGISTRY, LoopRecord, class_name
+from tracedpolicy.loops import LEAK_REASONS, REGISTRY, LoopRecord, class_name
 from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS, Counter, Histogram
 
 Loop = asyncio.AbstractEventLoop
@@ -31,13 +32,17 @@ NEW_EVENT_LOOP = "new_event_loop"
 SET_EVENT_LOOP = "set_event_loop"
 GET_EVENT_LOOP = "get_event_loop"
 LOOP_CLOSED = "loop_closed"
+LOOP_LEAKED = "loop_leaked"
+
+leaks_logger = logging.getLogger("tracedpolicy.leaks")
 
 
 class PolicyEvent(NamedTuple):
     """Something a traced policy or loop factory did, as observers and span hooks see it."""
 
     kind: str
-    """``new_event_loop``, ``set_event_loop``, ``get_event_loop`` or ``loop_closed``."""
+    """``new_event_loop``, ``set_event_loop``, ``get_event_loop``, ``loop_closed`` or
+    ``loop_leaked`` (``result`` is the reason: gc_unclosed, thread_exit, open_at_exit)."""
     policy: str
     source: str
     """``policy``, or ``loop_factory`` for loops made by :func:`tracedpolicy.loop_factory`."""
@@ -54,6 +59,8 @@ class PolicyEvent(NamedTuple):
     duration: float | None
     """Seconds: the base's creation time (new_event_loop), the loop's lifetime (loop_closed)."""
     error: BaseException | None
+    record: LoopRecord | None = None
+    """The loop's record (loop_leaked events: the creating thread and site are there)."""
 
 
 Observer = Callable[[PolicyEvent], None]
@@ -64,6 +71,9 @@ class SpanHook(Protocol):
 
     def start(self, operation: Operation) -> Any:
         """Start a span around a call that is about to run; return a handle for :meth:`end`."""
+
+    def span_context(self, handle: Any) -> Any:
+        """The context of the span ``handle`` stands for (None if there is none)."""
 
     def end(self, handle: Any, event: PolicyEvent | None) -> None:
         """End the span (``handle`` None: make one for an event that already happened).
@@ -139,14 +149,16 @@ class LoopClassStats:
     def __init__(self) -> None:
         self.created = Counter()
         self.closed = Counter()
-        self.collected_unclosed = Counter()
+        self.leaked = {reason: Counter() for reason in LEAK_REASONS}
+        self.inherited = Counter()
         self.creation_seconds = Histogram(CREATION_SECONDS)
         self.lifetime_seconds = Histogram(LIFETIME_SECONDS)
 
     @property
     def open(self) -> int:
-        """Loops made and neither closed nor garbage-collected."""
-        return self.created.value - self.closed.value - self.collected_unclosed.value
+        """Loops made and neither closed, leaked nor inherited from a parent process."""
+        gone = self.closed.value + self.inherited.value
+        return self.created.value - gone - sum(c.value for c in self.leaked.values())
 
 
 class Operation:
@@ -260,6 +272,8 @@ class PolicyRecorder:
             loop_class = loop_record.loop_class if loop_record else class_name(type(loop))
             if created:
                 thread_state.creations += 1
+                if loop_record is not None and op.handle is not None and _span_hook is not None:
+                    loop_record.span_context = _span_hook.span_context(op.handle)
                 stats = self.loop_class_stats(loop_class)
                 next(stats.created.tick)
                 if op.measured:
@@ -267,8 +281,11 @@ class PolicyRecorder:
         if op.kind == SET_EVENT_LOOP and op.error is None:
             op.result = "clear" if loop is None else "set"
             next(self._by_key[f"set_event_loop.{op.result}"].tick)
+            REGISTRY.set_current(self.label, loop_record)
         elif op.kind == GET_EVENT_LOOP and op.result in ("created", "miss"):
             next(self._by_key[f"get_event_loop.{op.result}.{'main' if main else 'other'}"].tick)
+            if op.result == "created" and not op.measured:
+                REGISTRY.set_current(self.label, loop_record)  # an opaque base set it itself
         # Positional: a 14-field NamedTuple made from keywords costs three times as much.
         return PolicyEvent(
             op.kind,
@@ -348,12 +365,47 @@ def _loop_closed(record: LoopRecord, lifetime: float) -> None:
     _dispatch(event, None)
 
 
-def _loop_collected_unclosed(record: LoopRecord) -> None:
-    next(recorder_for(record.policy).loop_class_stats(record.loop_class).collected_unclosed.tick)
+def _loop_leaked(record: LoopRecord, reason: str) -> None:
+    stats = recorder_for(record.policy).loop_class_stats(record.loop_class)
+    next(stats.leaked[reason].tick)
+    leaks_logger.warning(
+        "event loop leaked (%s): %s #%d made at %s in thread %r (policy %s), %.3fs old",
+        reason,
+        record.loop_class,
+        record.loop_id,
+        record.site or "an unknown site",
+        record.thread_name,
+        record.policy,
+        record.age(),
+    )
+    now = time.time_ns()
+    event = PolicyEvent(  # positional, as in _finish; the thread is the creating thread
+        LOOP_LEAKED,
+        record.policy,
+        record.source,
+        reason,
+        record.loop,
+        record.loop_id,
+        record.loop_class,
+        record.thread_id,
+        record.thread_name,
+        record.thread_id == _MainThread.ident,
+        now,
+        now,
+        record.age(),
+        None,
+        record,
+    )
+    _dispatch(event, None)
+
+
+def _loop_inherited(record: LoopRecord) -> None:
+    next(recorder_for(record.policy).loop_class_stats(record.loop_class).inherited.tick)
 
 
 REGISTRY.closed_listeners.append(_loop_closed)
-REGISTRY.collected_listeners.append(_loop_collected_unclosed)
+REGISTRY.leaked_listeners.append(_loop_leaked)
+REGISTRY.inherited_listeners.append(_loop_inherited)
 
 _recorders: dict[str, PolicyRecorder] = {}
 
