@@ -2,6 +2,7 @@
 
 ``python -m tracedpolicy run app.py ARGS`` (or ``run -m package``) installs a traced policy
 configured by the ``TRACEDPOLICY_*`` variables and runs the program unchanged.
+``python -m tracedpolicy report http://127.0.0.1:PORT`` prints a running process's open loops.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import os
 import runpy
 import sys
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import tracedpolicy
@@ -50,6 +53,22 @@ def run_program(target: str, arguments: list[str], as_module: bool) -> int:
     return 0
 
 
+def print_remote_report(url: str) -> int:
+    """Fetch and print the ``/loops`` page of a process serving tracedpolicy's metrics."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        print(f"tracedpolicy report: expected an http URL, got {url!r}", file=sys.stderr)
+        return 2
+    target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/loops", "", ""))
+    try:
+        with urllib.request.urlopen(target, timeout=10) as response:
+            print(response.read().decode(), end="")
+    except OSError as error:
+        print(f"tracedpolicy report: could not read {target}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracedpolicy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-m", dest="module", action="store_true", help="run a module, as python -m")
     run.add_argument("target", help="the script (or, with -m, the module) to run")
     run.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
+    report = commands.add_parser(
+        "report", help="print the open-loop report of a running process (its /loops page)"
+    )
+    report.add_argument("url", help="the metrics server, e.g. http://127.0.0.1:9464")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return print_remote_report(args.url)
     if args.command == "run":
         return run_program(args.target, args.arguments, as_module=args.module)
     return demo.main(

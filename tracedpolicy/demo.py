@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import threading
 import time
+import warnings
 from typing import Any, TextIO
 
 import tracedpolicy
@@ -71,12 +73,38 @@ class Workload:
             self.stop.wait(self.pause)  # pacing, so the demo does not spin a core
 
 
+def leak_one_of_each(policy: Any) -> None:
+    """Leak a loop the two ways that need no help: a thread that ends, an unclosed loop dropped.
+
+    asyncio's ``__del__`` closes both when they are collected, so nothing piles up.
+    """
+
+    def short_lived() -> None:
+        policy.set_event_loop(policy.new_event_loop())  # ends without closing it: thread_exit
+
+    thread = threading.Thread(target=short_lived, name="demo-short-lived")
+    thread.start()
+    thread.join()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        policy.new_event_loop()  # dropped unclosed: gc_unclosed
+        gc.collect()
+
+
 def summary_line() -> str:
     """Totals over every policy label, in one line."""
     totals: dict[str, int] = {}
     for counts in tracedpolicy.snapshot().values():
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
+
+    def leaked() -> int:
+        return sum(
+            counter.value
+            for recorder in tracedpolicy.recorder.recorders()
+            for stats in recorder.loop_classes().values()
+            for counter in stats.leaked.values()
+        )
 
     def calls(prefix: str) -> int:
         return sum(v for k, v in totals.items() if k.startswith(prefix))
@@ -86,7 +114,7 @@ def summary_line() -> str:
         f" open {totals.get('loops.open', 0)} | get hit {calls('get_event_loop.hit')}"
         f" created {calls('get_event_loop.created')} miss {calls('get_event_loop.miss')}"
         f" | set {totals.get('set_event_loop.set', 0)}"
-        f" clear {totals.get('set_event_loop.clear', 0)}"
+        f" clear {totals.get('set_event_loop.clear', 0)} | leaked {leaked()}"
     )
 
 
@@ -132,6 +160,7 @@ def main(
         return 1
     host, bound_port = server.server_address[:2]
     print(f"serving metrics on http://{host}:{bound_port}/metrics (Ctrl-C to stop)", file=out)
+    print(f"open loops: python -m tracedpolicy report http://{host}:{bound_port}", file=out)
     out.flush()
     workload = Workload(policy, threads, pause=0.01)
     workload.start()
@@ -140,6 +169,7 @@ def main(
     try:
         while deadline is None or time.monotonic() < deadline:
             asyncio.run(_tick())
+            leak_one_of_each(policy)
             if sys.version_info >= (3, 12):
                 asyncio.run(_tick(), loop_factory=factory)
             workload.stop.wait(interval)

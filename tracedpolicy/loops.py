@@ -57,8 +57,14 @@ class CreationSite:
         return f"{self.filename}:{self.lineno} in {self.function}"
 
 
+#: Modules of ours that play the user's part: their frames are creation sites.
+USER_MODULES = ("tracedpolicy.demo",)
+
+
 def _skipped(frame: Any) -> bool:
     module = frame.f_globals.get("__name__") or ""
+    if module in USER_MODULES:
+        return False
     return any(module == name or module.startswith(name + ".") for name in SKIPPED_PACKAGES)
 
 

@@ -24,6 +24,11 @@ TRACEDPOLICY_GET_SPAN_SAMPLE_RATE = "TRACEDPOLICY_GET_SPAN_SAMPLE_RATE"
 TRACEDPOLICY_PROMETHEUS = "TRACEDPOLICY_PROMETHEUS"
 TRACEDPOLICY_METRICS_PORT = "TRACEDPOLICY_METRICS_PORT"
 TRACEDPOLICY_METRICS_ADDR = "TRACEDPOLICY_METRICS_ADDR"
+TRACEDPOLICY_CREATION_STACK = "TRACEDPOLICY_CREATION_STACK"
+TRACEDPOLICY_REPORT_AT_EXIT = "TRACEDPOLICY_REPORT_AT_EXIT"
+
+#: The deepest creation stack a record keeps: enough to find a caller, bounded for memory.
+MAX_CREATION_STACK = 64
 
 _DEFAULT = object()  # "not given": distinct from None, which means "none" for some options
 
@@ -52,6 +57,10 @@ class Options:
     """Serve ``/metrics`` on this port (0: any free port); default: no server."""
     metrics_addr: str = "127.0.0.1"
     """The address the metrics server binds; loopback unless told otherwise."""
+    creation_stack: int = 0
+    """Frames to keep above each loop's creation site (0: the site only)."""
+    report_at_exit: bool = False
+    """At exit, count the loops still open as leaked ``open_at_exit`` and print the report."""
 
     @property
     def hit_span_rate(self) -> float:
@@ -86,6 +95,10 @@ class Options:
             metrics_port=source.port("metrics_port", TRACEDPOLICY_METRICS_PORT),
             metrics_addr=source.text("metrics_addr", TRACEDPOLICY_METRICS_ADDR, "127.0.0.1")
             or "127.0.0.1",
+            creation_stack=source.whole(
+                "creation_stack", TRACEDPOLICY_CREATION_STACK, 0, MAX_CREATION_STACK
+            ),
+            report_at_exit=source.switch("report_at_exit", TRACEDPOLICY_REPORT_AT_EXIT, False),
         )
 
 
@@ -140,6 +153,20 @@ class _Source:
         if isinstance(value, bool) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"{where} is {value!r}; accepted: a number from 0 to 1")
         return rate
+
+    def whole(self, name: str, variable: str, default: int, maximum: int) -> int:
+        value, where = self._raw(name, variable)
+        if value is _DEFAULT:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.isdigit():
+            number = int(value)
+        else:
+            number = -1
+        if not 0 <= number <= maximum:
+            raise ValueError(f"{where} is {value!r}; accepted: a whole number from 0 to {maximum}")
+        return number
 
     def port(self, name: str, variable: str) -> int | None:
         value, where = self._raw(name, variable)

@@ -7,19 +7,23 @@ policies exist; the ``policy`` label tells them apart.
 
 from __future__ import annotations
 
+import socket
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from tracedpolicy.errors import internal_errors, record_internal_error
 from tracedpolicy.loops import REGISTRY as LOOPS
 from tracedpolicy.recorder import recorders
+from tracedpolicy.report import leak_report
 from tracedpolicy.stats import HistogramSnapshot
 
 LOOP_LABELS = ["policy", "loop_class"]
@@ -137,14 +141,34 @@ def register(registry: CollectorRegistry | None = None) -> PolicyCollector:
     return _collector
 
 
-def serve(
-    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
-) -> Any | None:
-    """Serve ``registry`` on http://addr:port/metrics with prometheus_client's own server.
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: scrapes come every few seconds."""
 
-    Binds loopback unless told otherwise. Returns the server (its ``server_port`` is the port
-    when ``port`` is 0), or None if it could not start: that failure is counted and logged,
-    never raised, since a policy call must not fail over telemetry.
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def make_app(registry: CollectorRegistry) -> Callable[..., Any]:
+    """prometheus_client's WSGI app, plus ``/loops``: the leak report as text."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == "/loops":
+            body = leak_report().encode()
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [body]
+        return metrics(environ, start_response)
+
+    return app
+
+
+def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
+    """Serve ``/metrics`` (and ``/loops``) of ``registry`` on ``addr:port`` in a thread.
+
+    prometheus_client's WSGI app and threading server, as its ``start_http_server`` uses them,
+    with one more page. Binds loopback unless told otherwise. Returns the server (its
+    ``server_port`` is the port when ``port`` is 0), or None if it could not start: that
+    failure is counted and logged, never raised, since a policy call must not fail over it.
     """
     registry = REGISTRY if registry is None else registry
     with _lock:
@@ -152,10 +176,16 @@ def serve(
         if server is not None:
             return server
         try:
-            server, _thread = start_http_server(port, addr=addr, registry=registry)
+
+            class Server(ThreadingWSGIServer):
+                address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+            server = make_server(addr, port, make_app(registry), Server, _QuietHandler)
         except Exception as failure:
             record_internal_error("http_server", failure)
             return None
+        name = f"tracedpolicy-metrics-{server.server_port}"
+        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
         _servers[(addr, port)] = _servers[(addr, server.server_port)] = server
         return server
 

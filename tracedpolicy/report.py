@@ -1,0 +1,84 @@
+"""Leak forensics for people: the open loops, grouped by where they were made.
+
+``leak_report()`` answers "which code made the loops that are still open, how many, since
+when, on which threads" in a few lines per creation site, most loops first. The CLI prints the
+same for a running process (``python -m tracedpolicy report URL``, read from the ``/loops``
+page of the metrics server) or at exit (the ``report_at_exit`` option).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import TextIO
+
+from tracedpolicy.loops import REGISTRY, LoopRecord
+
+
+def open_loops() -> list[LoopRecord]:
+    """Records of the loops made here that are alive and not closed (leaked ones included)."""
+    return sorted(REGISTRY.open_records(), key=lambda record: record.created_monotonic)
+
+
+def format_age(seconds: float) -> str:
+    """``0.4s``, ``12.0s``, ``3m07s``, ``2h05m``, ``3d04h``: short and sortable by eye."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _names(values: Iterable[str]) -> str:
+    counts = Counter(values)
+    return ", ".join(name if n == 1 else f"{name} ({n})" for name, n in sorted(counts.items()))
+
+
+def leak_report(records: list[LoopRecord] | None = None, now: float | None = None) -> str:
+    """The open loops (default: :func:`open_loops`) grouped by creation site, as text."""
+    records = open_loops() if records is None else records
+    now = time.monotonic() if now is None else now
+    if not records:
+        return "tracedpolicy: no open event loops\n"
+    groups: dict[str, list[LoopRecord]] = {}
+    for record in records:
+        groups.setdefault(str(record.site or "an unknown site"), []).append(record)
+    ordered = sorted(
+        groups.items(), key=lambda item: (-len(item[1]), -max(r.age(now) for r in item[1]))
+    )
+    lines = [
+        f"tracedpolicy: {_plural(len(records), 'open event loop')} "
+        f"from {_plural(len(groups), 'creation site')}"
+    ]
+    for site, group in ordered:
+        oldest = max(group, key=lambda r: r.age(now))
+        lines.append(f"{_plural(len(group), 'loop')}, oldest {format_age(oldest.age(now))}, {site}")
+        lines.append(f"    class {_names(r.loop_class for r in group)}")
+        lines.append(f"    policy {_names(r.policy for r in group)}")
+        lines.append(f"    made in thread {_names(r.thread_name for r in group)}")
+        current = [name for r in group for name in r.set_on.values()]
+        if current:
+            lines.append(f"    current in thread {_names(current)}")
+        leaked = [r.leaked for r in group if r.leaked]
+        if leaked:
+            lines.append(f"    leaked: {_names(leaked)}")
+        lines.extend(f"    from {frame}" for frame in oldest.stack)
+    return "\n".join(lines) + "\n"
+
+
+def report_at_exit(out: TextIO | None = None) -> None:
+    """Count the loops still open as leaked ``open_at_exit`` and print the report, if any."""
+    leaked = REGISTRY.leak_open_at_exit()
+    if leaked:
+        print(leak_report(leaked), end="", file=out or sys.stderr)
