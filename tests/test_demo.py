@@ -54,6 +54,15 @@ def test_demo_serves_live_metrics_on_loopback_and_stops_on_ctrl_c(
     assert totals["asyncio_loop_closed_total"] >= 10
     assert totals["asyncio_policy_get_event_loop_calls_total"] > 0
     assert totals["asyncio_loop_open"] > 0  # the leaking worker's loops
+    report = subprocess.run(
+        [sys.executable, "-m", "tracedpolicy", "report", url.rsplit("/", 1)[0]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("tracedpolicy: ") and "open event loop" in report.stdout
+    assert "demo.py:" in report.stdout and "made in thread demo-worker-0" in report.stdout
     demo.send_signal(signal.SIGINT)
     out, err = demo.communicate(timeout=30)
     assert demo.returncode == 0, err

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import subprocess
+import sys
+import threading
 import warnings
 from typing import Any
+
+import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
@@ -113,3 +119,199 @@ def test_records_describe_where_and_when_a_loop_was_made() -> None:
         loop.close()
     assert record not in REGISTRY.open_records()
     assert record.closed_monotonic is not None
+
+
+def leaks(label: str) -> dict[str, int]:
+    (stats,) = tracedpolicy.recorder.recorder_for(label).loop_classes().values()
+    return {reason: counter.value for reason, counter in stats.leaked.items()}
+
+
+def line_of(marker: str) -> int:
+    """The line of this file that carries ``marker`` in a comment."""
+    with open(__file__) as source:
+        for number, line in enumerate(source, 1):
+            if line.rstrip().endswith(f"# {marker}"):
+                return number
+    raise AssertionError(marker)
+
+
+def test_gc_unclosed_is_counted_once_logged_and_names_the_creating_line(
+    caplog: Any,
+) -> None:
+    label = "tests.leaks.gc"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="tracedpolicy.leaks"):
+        warnings.simplefilter("ignore", ResourceWarning)
+        policy.new_event_loop()  # LEAK-GC
+        gc.collect()
+    assert leaks(label) == {"gc_unclosed": 1, "thread_exit": 0, "open_at_exit": 0}
+    assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
+    (message,) = [r.getMessage() for r in caplog.records if label in r.getMessage()]
+    site = f"{__file__}:{line_of('LEAK-GC')} in test_gc_unclosed_is_counted_once"
+    assert message.startswith("event loop leaked (gc_unclosed): ") and site in message
+    assert "in thread 'MainThread'" in message
+
+
+def test_a_threads_loop_left_open_leaks_as_thread_exit_not_gc(caplog: Any) -> None:
+    label = "tests.leaks.thread"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+
+    def worker() -> None:
+        policy.set_event_loop(policy.new_event_loop())  # LEAK-THREAD
+
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="tracedpolicy.leaks"):
+        warnings.simplefilter("ignore", ResourceWarning)
+        thread = threading.Thread(target=worker, name="leaky-worker")
+        thread.start()
+        thread.join()
+        gc.collect()
+    assert leaks(label) == {"gc_unclosed": 0, "thread_exit": 1, "open_at_exit": 0}
+    assert counts(label)["loops.open"] == 0
+    (message,) = [r.getMessage() for r in caplog.records if label in r.getMessage()]
+    assert f"{__file__}:{line_of('LEAK-THREAD')} in worker" in message
+    assert "in thread 'leaky-worker'" in message
+
+
+def test_a_loop_kept_alive_after_its_thread_ended_is_a_thread_exit_leak() -> None:
+    label = "tests.leaks.thread-kept"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    kept: list[Any] = []
+
+    def worker() -> None:
+        loop = policy.new_event_loop()
+        policy.set_event_loop(loop)
+        kept.append(loop)  # still referenced: no GC, the thread's end is the leak
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert leaks(label)["thread_exit"] == 1
+    (record,) = [r for r in REGISTRY.open_records() if r.policy == label]
+    assert record.leaked == "thread_exit" and record.set_on == {}
+    kept[0].close()  # a leak stays a leak: closing it later counts no close
+    assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
+
+
+def test_a_closed_loop_is_never_a_leak() -> None:
+    label = "tests.leaks.closed"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+
+    def worker() -> None:
+        loop = policy.new_event_loop()
+        policy.set_event_loop(loop)
+        loop.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    policy.new_event_loop().close()
+    gc.collect()
+    assert leaks(label) == {"gc_unclosed": 0, "thread_exit": 0, "open_at_exit": 0}
+    assert counts(label) == {"loops.created": 2, "loops.closed": 2, "loops.open": 0}
+
+
+def test_a_loop_cleared_from_its_thread_before_the_thread_ends_is_not_a_thread_leak() -> None:
+    label = "tests.leaks.cleared"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    kept: list[Any] = []
+
+    def worker() -> None:
+        loop = policy.new_event_loop()
+        policy.set_event_loop(loop)
+        policy.set_event_loop(None)
+        kept.append(loop)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert leaks(label)["thread_exit"] == 0 and counts(label)["loops.open"] == 1
+    kept.pop().close()
+    assert counts(label)["loops.open"] == 0
+
+
+AT_EXIT = """
+import asyncio, os, sys, tracedpolicy
+tracedpolicy.install(report_at_exit=True, prometheus=False)
+kept = asyncio.new_event_loop()  # made through the installed traced policy
+if len(sys.argv) > 1:
+    pid = os.fork()
+    if pid == 0:
+        own = asyncio.new_event_loop()  # the child's own loop, open at its exit
+        sys.exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def run_at_exit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "ignore::ResourceWarning", "-c", AT_EXIT, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_loops_open_at_exit_are_counted_and_reported_with_their_line() -> None:
+    done = run_at_exit()
+    assert done.returncode == 0, done.stderr
+    report = done.stderr[done.stderr.index("tracedpolicy: 1 open event loop") :]
+    lines = report.splitlines()
+    assert lines[0] == "tracedpolicy: 1 open event loop from 1 creation site"
+    assert lines[1].startswith("1 loop, oldest ") and lines[1].endswith(", <string>:4 in <module>")
+    assert "    leaked: open_at_exit" in lines
+    assert "event loop leaked (open_at_exit)" in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_does_not_report_its_parents_loops() -> None:
+    done = run_at_exit("fork")
+    assert done.returncode == 0, done.stderr
+    # Two reports, one per process, each naming only its own loop: the parent's (line 4)
+    # once, though the child inherited it, and the child's own (line 8).
+    assert done.stderr.count("tracedpolicy: 1 open event loop from 1 creation site") == 2
+    assert done.stderr.count(", <string>:4 in <module>") == 1
+    assert done.stderr.count(", <string>:8 in <module>") == 1
+    assert done.stderr.count("event loop leaked (open_at_exit)") == 2
+
+
+def test_100k_loops_made_and_closed_leave_nothing_behind() -> None:
+    factory = tracedpolicy.loop_factory(CheapLoop, label="tests.loops.100k")
+    gc.collect()
+    before = len(REGISTRY.records())
+    for _ in range(100_000):
+        factory().close()
+    gc.collect()
+    assert len(REGISTRY.records()) == before
+    assert counts("tests.loops.100k") == {
+        "loops.created": 100_000,
+        "loops.closed": 100_000,
+        "loops.open": 0,
+    }
+
+
+class CheapLoop(asyncio.AbstractEventLoop):
+    """A loop with no selector or sockets, so 100k of them take a second, not minutes."""
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+
+def test_the_creation_stack_is_bounded_by_its_option() -> None:
+    REGISTRY.stack_depth = 3
+    try:
+        loop = TracedEventLoopPolicy(DefaultPolicy(), label="tests.loops.stack").new_event_loop()
+    finally:
+        REGISTRY.stack_depth = 0
+    record = REGISTRY.record_for(loop, "ignored", tracked=False)
+    loop.close()
+    assert record is not None and record.site is not None
+    assert record.site.function == "test_the_creation_stack_is_bounded_by_its_option"
+    assert len(record.stack) == 3  # pytest's frames above this test

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import threading
 import warnings
@@ -235,3 +236,31 @@ def test_disabled_sdk_records_nothing_and_changes_nothing(
         tracedpolicy.telemetry.configure(
             tracedpolicy.options.Options.parse("tests", defaults), defaults
         )
+
+
+def test_a_leak_is_a_span_linked_to_the_loops_creation_span(telemetry: Telemetry) -> None:
+    label = "tests.otel.leak"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        policy.new_event_loop()
+        gc.collect()
+    # The collection counts what the GC callback queued, and traces it.
+    leaked = telemetry.points("asyncio.loop.leaked", label)
+    created, leak = telemetry.spans(label)
+    assert (created.name, leak.name) == ("asyncio.policy.new_event_loop", "asyncio.loop.leak")
+    assert [link.context for link in leak.links] == [created.context]
+    leak_attributes = attributes(leak)
+    assert leak_attributes.pop("asyncio.loop.leak.reason") == "gc_unclosed"
+    assert leak_attributes.pop("code.function") == (
+        "test_a_leak_is_a_span_linked_to_the_loops_creation_span"
+    )
+    assert leak_attributes.pop("code.filepath") == __file__
+    assert isinstance(leak_attributes.pop("code.lineno"), int)
+    assert leak_attributes == attributes(created)  # the creation span's own attributes
+    on_loop = (
+        ("loop_class", attributes(created)["asyncio.loop.class"]),
+        ("policy", label),
+        ("reason", "gc_unclosed"),
+    )
+    assert leaked[on_loop] == 1

@@ -25,6 +25,7 @@ from tracedpolicy.factory import TracedLoopFactory, loop_factory
 from tracedpolicy.install import install, installed, uninstall
 from tracedpolicy.policy import TracedEventLoopPolicy, is_traced, traced
 from tracedpolicy.recorder import PolicyEvent, add_observer, remove_observer, snapshot
+from tracedpolicy.report import leak_report, open_loops
 
 __version__ = "0.1.0"
 
@@ -39,7 +40,9 @@ __all__ = [
     "installed",
     "internal_errors",
     "is_traced",
+    "leak_report",
     "loop_factory",
+    "open_loops",
     "remove_observer",
     "snapshot",
     "traced",

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -25,6 +26,8 @@ from tracedpolicy import telemetry
 
 #: How many loops the leaking worker keeps open at most.
 LEAK_CAP = 20
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def _tick() -> None:
@@ -166,17 +169,22 @@ def main(
     workload.start()
     factory = tracedpolicy.loop_factory(label="demo.loop_factory")
     deadline = None if seconds is None else time.monotonic() + seconds
+    # Ctrl-C (and SIGTERM) set the stop event rather than raise: a KeyboardInterrupt that
+    # lands in a __del__ or weakref callback during the demo's gc.collect() would be lost.
+    stop = workload.stop
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
-        while deadline is None or time.monotonic() < deadline:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             asyncio.run(_tick())
             leak_one_of_each(policy)
             if sys.version_info >= (3, 12):
                 asyncio.run(_tick(), loop_factory=factory)
-            workload.stop.wait(interval)
+            stop.wait(interval)
             print(summary_line(), file=out)
             out.flush()
-    except KeyboardInterrupt:
-        pass
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     workload.join()
     print(f"stopped. {summary_line()}", file=out)
     tracedpolicy.uninstall()

@@ -17,6 +17,7 @@ which thread, which threads it is set on, and how it ended:
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import os
@@ -152,6 +153,8 @@ class LoopRegistry:
         self._records: dict[int, LoopRecord] = {}
         self._lock = threading.RLock()
         self._threads = _ThreadLoops()
+        #: Leaks seen where no Python work may run (a dying thread, a GC callback), for flush().
+        self._pending: collections.deque[tuple[LoopRecord, str]] = collections.deque()
         #: How many frames above the creation site to keep (0: the site only).
         self.stack_depth = 0
         self.closed_listeners: list[Callable[[LoopRecord, float], None]] = []
@@ -208,8 +211,25 @@ class LoopRegistry:
             if r.tracked and not r.closed and not r.inherited and r.loop is not None
         ]
 
+    def flush(self) -> None:
+        """Count the leaks noticed since the last flush; every reader of the counts calls this.
+
+        A thread's end and a garbage collection are noticed in callbacks that may run while
+        the interpreter tears a thread down, where logging or tracing would create a dummy
+        thread; so they only queue what they saw, and the work happens here.
+        """
+        while self._pending:
+            try:
+                record, reason = self._pending.popleft()
+            except IndexError:  # another thread flushed it meanwhile
+                return
+            if reason == THREAD_EXIT and record.loop is not None and record.loop.is_closed():
+                continue  # closed after its thread ended, before we looked: not a leak
+            self._leak(record, reason)
+
     def sweep(self) -> None:
-        """Notice closes of tracked loops whose ``close`` could not be hooked."""
+        """Count queued leaks, and notice closes that no hook on ``close`` could see."""
+        self.flush()
         for record in self.records():
             if record.tracked and not record.close_hooked and not record.closed:
                 loop = record.loop
@@ -282,13 +302,13 @@ class LoopRegistry:
         if record.counts_as_open:
             living = {thread.ident for thread in threading.enumerate()}
             ended = any(ident not in living for ident in record.set_on)
-            self._leak(record, THREAD_EXIT if ended else GC_UNCLOSED)
+            self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
     def _thread_ended(self, ident: int, current: dict[str, LoopRecord]) -> None:
         for record in list(current.values()):
             record.set_on.pop(ident, None)
-            if record.counts_as_open and record.loop is not None and not record.loop.is_closed():
-                self._leak(record, THREAD_EXIT)
+            if record.counts_as_open and record.loop is not None:
+                self._pending.append((record, THREAD_EXIT))
 
 
 class _Sentinel:

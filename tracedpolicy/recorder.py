@@ -254,6 +254,7 @@ class PolicyRecorder:
         return stats
 
     def loop_classes(self) -> dict[str, LoopClassStats]:
+        REGISTRY.flush()
         with _lock:
             return dict(self._loop_classes)
 
@@ -264,6 +265,7 @@ class PolicyRecorder:
         return self._by_key[key].value
 
     def _finish(self, op: Operation, duration: float) -> PolicyEvent:
+        REGISTRY.flush()  # leaks noticed in dying threads are logged from a living one
         main = is_main_thread()
         loop, loop_record, loop_class = op.loop, None, None
         if loop is not None:

@@ -1,0 +1,90 @@
+"""The leak report: its format is pinned, and it is what open_loops() holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tracedpolicy
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy._compat import RUNNING
+from tracedpolicy.loops import CreationSite, LoopRecord
+from tracedpolicy.report import format_age, leak_report
+
+DefaultPolicy: Any = RUNNING.default_policy
+
+
+def record(loop_id: int, site: CreationSite | None, created: float, **fields: Any) -> LoopRecord:
+    values: dict[str, Any] = {
+        "policy": "app.Policy",
+        "loop_class": "asyncio.unix_events._UnixSelectorEventLoop",
+        "thread_id": 1,
+        "thread_name": "worker-1",
+        "created_at": 0.0,
+        "tracked": True,
+    }
+    values.update(fields)
+    return LoopRecord(loop_id=loop_id, created_monotonic=created, site=site, **values)
+
+
+def test_the_report_groups_by_site_most_loops_first_and_says_what_is_known() -> None:
+    handler = CreationSite("app/handlers.py", 42, "handle")
+    startup = CreationSite("app/main.py", 7, "start")
+    records = [
+        record(1, startup, created=0.0, thread_name="MainThread", stack=("app/cli.py:3 in main",)),
+        record(2, handler, created=880.0, set_on={11: "worker-1"}),
+        record(3, handler, created=940.0, thread_name="worker-2", leaked="thread_exit"),
+        record(4, handler, created=990.5, loop_class="uvloop.Loop", leaked="thread_exit"),
+        record(5, None, created=999.0, thread_name="worker-3"),
+    ]
+    assert leak_report(records, now=1000.0) == (
+        "tracedpolicy: 5 open event loops from 3 creation sites\n"
+        "3 loops, oldest 2m00s, app/handlers.py:42 in handle\n"
+        "    class asyncio.unix_events._UnixSelectorEventLoop (2), uvloop.Loop\n"
+        "    policy app.Policy (3)\n"
+        "    made in thread worker-1 (2), worker-2\n"
+        "    current in thread worker-1\n"
+        "    leaked: thread_exit (2)\n"
+        "1 loop, oldest 16m40s, app/main.py:7 in start\n"
+        "    class asyncio.unix_events._UnixSelectorEventLoop\n"
+        "    policy app.Policy\n"
+        "    made in thread MainThread\n"
+        "    from app/cli.py:3 in main\n"
+        "1 loop, oldest 1.0s, an unknown site\n"
+        "    class asyncio.unix_events._UnixSelectorEventLoop\n"
+        "    policy app.Policy\n"
+        "    made in thread worker-3\n"
+    )
+
+
+def test_no_open_loops_say_so() -> None:
+    assert leak_report([]) == "tracedpolicy: no open event loops\n"
+
+
+def test_ages_read_at_a_glance() -> None:
+    assert [
+        format_age(s) for s in (0.04, 59.94, 60, 187, 3600 * 2 + 300, 86400 * 3 + 3600 * 4)
+    ] == [
+        "0.0s",
+        "59.9s",
+        "1m00s",
+        "3m07s",
+        "2h05m",
+        "3d04h",
+    ]
+
+
+def test_open_loops_and_the_report_follow_the_live_loops() -> None:
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label="tests.report.live")
+    loop = policy.new_event_loop()
+    policy.set_event_loop(loop)
+    mine = [r for r in tracedpolicy.open_loops() if r.policy == "tests.report.live"]
+    assert [r.loop for r in mine] == [loop]
+    assert mine[0].set_on == {mine[0].thread_id: "MainThread"}
+    text = leak_report(mine)
+    assert (
+        f"{__file__}:" in text and "in test_open_loops_and_the_report_follow_the_live_loops" in text
+    )
+    assert "    current in thread MainThread" in text
+    policy.set_event_loop(None)
+    loop.close()
+    assert not [r for r in tracedpolicy.open_loops() if r.policy == "tests.report.live"]
