@@ -193,6 +193,10 @@ class LoopRegistry:
             record.close_hooked = _hook_close(loop)
         return record
 
+    def last_id(self) -> int:
+        """The id of the newest record: a loop seen after this call gets a larger one."""
+        return int(repr(self._ids)[len("count(") : -1]) - 1
+
     def knows(self, loop: Loop) -> bool:
         """Whether ``loop`` has a record (it was made by or handed to tracedpolicy)."""
         record = self._records.get(id(loop))
