@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy._compat import RUNNING
+from tracedpolicy.loops import capture_site
 
 
 class DiscardSpans(SpanExporter):
@@ -51,9 +52,14 @@ class DiscardMetrics(MetricExporter):
         return None
 
 
+#: The loops the timed calls share, closed at the end.
+SHARED_LOOPS: list[Any] = []
+
+
 def operations(policy: Any) -> dict[str, Callable[[], Any]]:
     """The calls to time on ``policy``, each leaving the policy as it found it."""
     loop = policy.new_event_loop()
+    SHARED_LOOPS.append(loop)
 
     def get_hit() -> Any:
         return policy.get_event_loop()
@@ -101,6 +107,23 @@ def measure(make_traced: Callable[[], Any], quick: bool) -> list[tuple[str, floa
     return rows
 
 
+def nested(depth: int, call: Callable[[], Any]) -> Any:
+    """Call ``call`` from ``depth`` frames down, as a loop is made deep in an application."""
+    return call() if depth == 0 else nested(depth - 1, call)
+
+
+def capture_costs(quick: bool) -> list[tuple[str, float]]:
+    """What finding a loop's creation site adds to every traced loop creation."""
+    number = 2_000 if quick else 20_000
+    baseline = best_ns(lambda: nested(10, lambda: None), number, 5)
+    site_only = best_ns(lambda: nested(10, lambda: capture_site(0)), number, 5)
+    deep = best_ns(lambda: nested(10, lambda: capture_site(16)), number, 5)
+    return [
+        ("the site only (the default)", site_only - baseline),
+        ("the site and 16 frames above it (creation_stack=16)", deep - baseline),
+    ]
+
+
 def print_table(title: str, rows: list[tuple[str, float, float]]) -> None:
     print(f"\n{title}\n")
     print("| operation | bare | traced | ratio |")
@@ -143,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         "SDK configured, the traced hierarchy class instead of the wrapper",
         measure(traced_subclass, quick),
     )
+    print("\n*Creation-site capture, part of every traced loop creation*\n")
+    print("| capture | cost |")
+    print("|---|---:|")
+    for name, cost in capture_costs(quick):
+        print(f"| {name} | {cost:,.0f} ns |")
+    for loop in SHARED_LOOPS:
+        loop.close()
     tracer_provider.shutdown()
     meter_provider.shutdown()
     return 0

@@ -315,3 +315,22 @@ def test_the_creation_stack_is_bounded_by_its_option() -> None:
     assert record is not None and record.site is not None
     assert record.site.function == "test_the_creation_stack_is_bounded_by_its_option"
     assert len(record.stack) == 3  # pytest's frames above this test
+
+
+def test_uvloop_loops_are_closed_leaked_and_sited_like_asyncios() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    label = "tests.leaks.uvloop"
+    factory = tracedpolicy.loop_factory(uvloop.new_event_loop, label=label)
+    closed = factory()
+    closed.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        factory()  # dropped unclosed
+        gc.collect()
+    assert counts(label) == {"loops.created": 2, "loops.closed": 1, "loops.open": 0}
+    assert leaks(label) == {"gc_unclosed": 1, "thread_exit": 0, "open_at_exit": 0}
+    kept = factory()
+    (record,) = [r for r in tracedpolicy.open_loops() if r.policy == label]
+    assert record.site is not None and record.site.filename == __file__
+    assert record.loop_class == "uvloop.Loop"
+    kept.close()

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from tracedpolicy.errors import record_internal_error
 
@@ -46,8 +46,7 @@ def class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-@dataclass(frozen=True)
-class CreationSite:
+class CreationSite(NamedTuple):
     """Where a loop was made: a file, a line and the function around it."""
 
     filename: str
@@ -64,9 +63,7 @@ USER_MODULES = ("tracedpolicy.demo",)
 
 def _skipped(frame: Any) -> bool:
     module = frame.f_globals.get("__name__") or ""
-    if module in USER_MODULES:
-        return False
-    return any(module == name or module.startswith(name + ".") for name in SKIPPED_PACKAGES)
+    return module not in USER_MODULES and module.partition(".")[0] in SKIPPED_PACKAGES
 
 
 def capture_site(depth: int = 0) -> tuple[CreationSite | None, tuple[str, ...]]:
@@ -76,7 +73,8 @@ def capture_site(depth: int = 0) -> tuple[CreationSite | None, tuple[str, ...]]:
         frame = frame.f_back
     if frame is None:
         return None, ()
-    site = CreationSite(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+    code = frame.f_code
+    site = CreationSite(code.co_filename, frame.f_lineno, code.co_name)
     stack: list[str] = []
     outer = frame.f_back
     while outer is not None and len(stack) < depth:
