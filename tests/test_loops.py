@@ -334,3 +334,26 @@ def test_uvloop_loops_are_closed_leaked_and_sited_like_asyncios() -> None:
     assert record.site is not None and record.site.filename == __file__
     assert record.loop_class == "uvloop.Loop"
     kept.close()
+
+
+def test_two_policies_sharing_a_label_keep_their_own_current_loops() -> None:
+    label = "tests.leaks.shared-label"
+    first = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    second = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    kept: list[Any] = []
+
+    def worker() -> None:
+        loop = first.new_event_loop()
+        first.set_event_loop(loop)
+        kept.append(loop)
+        other = second.new_event_loop()
+        second.set_event_loop(other)  # another policy's loop: the first one is still current
+        second.set_event_loop(None)
+        other.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert leaks(label)["thread_exit"] == 1
+    kept[0].close()

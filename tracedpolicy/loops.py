@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
@@ -139,7 +140,7 @@ class _ThreadLoops(threading.local):
     """This thread's current loop per policy label, and the sentinel that outlives nothing."""
 
     def __init__(self) -> None:
-        self.current: dict[str, LoopRecord] = {}
+        self.current: dict[Hashable, LoopRecord] = {}
         self.sentinel: object | None = None
 
 
@@ -238,8 +239,8 @@ class LoopRegistry:
                 if loop is not None and loop.is_closed():
                     self._closed(record, loop)
 
-    def set_current(self, policy: str, record: LoopRecord | None) -> None:
-        """A traced ``set_event_loop`` made ``record``'s loop (None: none) this thread's."""
+    def set_current(self, policy: Hashable, record: LoopRecord | None) -> None:
+        """A traced ``set_event_loop`` on ``policy`` made ``record``'s loop this thread's."""
         threads = self._threads
         ident = threading.get_ident()
         previous = threads.current.pop(policy, None)
@@ -303,10 +304,10 @@ class LoopRegistry:
                 del self._records[key]
         if record.counts_as_open:
             living = {thread.ident for thread in threading.enumerate()}
-            ended = any(ident not in living for ident in record.set_on)
+            ended = any(ident not in living for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
-    def _thread_ended(self, ident: int, current: dict[str, LoopRecord]) -> None:
+    def _thread_ended(self, ident: int, current: dict[Hashable, LoopRecord]) -> None:
         for record in list(current.values()):
             record.set_on.pop(ident, None)
             if record.counts_as_open and record.loop is not None:

@@ -105,7 +105,7 @@ def _get_from_stock(
 
 
 def _get_from_opaque(
-    inner_get: Callable[[], Loop], recorder: PolicyRecorder, hit_span_rate: float
+    inner_get: Callable[[], Loop], recorder: PolicyRecorder, hit_span_rate: float, owner: Any
 ) -> Loop:
     """Call a base's own ``get_event_loop`` and classify what it did afterwards."""
     creations_before = thread_state.creations
@@ -118,9 +118,9 @@ def _get_from_opaque(
     if not REGISTRY.knows(loop):
         # The base made it with its own new_event_loop, which no traced one saw.
         _after_the_fact(recorder, NEW_EVENT_LOOP, None, loop, start_ns)
-        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns)
+        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
     elif thread_state.creations != creations_before:
-        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns)
+        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
     else:
         recorder.count_hit()
         _maybe_span_hit(recorder, loop, hit_span_rate)
@@ -134,11 +134,13 @@ def _after_the_fact(
     loop: Loop | None,
     start_ns: int,
     error: BaseException | None = None,
+    owner: Any = None,
 ) -> None:
     """Record a call that already happened (no span could be open around it)."""
     try:
         op = recorder.operation(kind)
         op.result, op.loop, op.start_ns, op.measured = result, loop, start_ns, False
+        op.owner = id(owner)
     except Exception as failure:
         record_internal_error("recorder", failure)
         return
@@ -155,9 +157,12 @@ def _maybe_span_hit(recorder: PolicyRecorder, loop: Loop, rate: float) -> None:
         _after_the_fact(recorder, GET_EVENT_LOOP, "hit", loop, time.time_ns())
 
 
-def _set(inner_set: Callable[[Loop | None], None], loop: Any, recorder: PolicyRecorder) -> None:
+def _set(
+    inner_set: Callable[[Loop | None], None], loop: Any, recorder: PolicyRecorder, owner: Any
+) -> None:
     """Set through the base (its checks, errors and side effects), recorded as it runs."""
     with recorder.operation(SET_EVENT_LOOP) as op:
+        op.owner = id(owner)
         inner_set(loop)
         op.loop = loop
 
@@ -252,10 +257,10 @@ class TracedEventLoopPolicy(_PolicyBase):
                 _maybe_span_hit(recorder, loop, self._hit_span_rate)
                 return loop
             return _get_from_stock(self, base, recorder, self._api)
-        return _get_from_opaque(base.get_event_loop, recorder, self._hit_span_rate)
+        return _get_from_opaque(base.get_event_loop, recorder, self._hit_span_rate, self)
 
     def set_event_loop(self, loop: Loop | None) -> None:
-        _set(self._base.set_event_loop, loop, self._recorder)
+        _set(self._base.set_event_loop, loop, self._recorder, self)
 
     def new_event_loop(self) -> Loop:
         return new_loop(self._base.new_event_loop, self._recorder, "policy")
@@ -357,10 +362,10 @@ def traced_subclass(
     else:
 
         def get_event_loop(self: Any) -> Loop:
-            return _get_from_opaque(parent(self).get_event_loop, recorder, hit_span_rate)
+            return _get_from_opaque(parent(self).get_event_loop, recorder, hit_span_rate, self)
 
     def set_event_loop(self: Any, loop: Loop | None) -> None:
-        _set(parent(self).set_event_loop, loop, recorder)
+        _set(parent(self).set_event_loop, loop, recorder, self)
 
     def new_event_loop(self: Any) -> Loop:
         return new_loop(parent(self).new_event_loop, recorder, "policy")

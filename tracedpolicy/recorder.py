@@ -170,6 +170,7 @@ class Operation:
         "kind",
         "loop",
         "measured",
+        "owner",
         "recorder",
         "result",
         "source",
@@ -187,6 +188,8 @@ class Operation:
         self.handle: Any = None
         #: False for a loop creation seen only afterwards: its duration is unknown.
         self.measured = True
+        #: id() of the policy object the call was made on (its thread's loops are per policy).
+        self.owner = 0
         self.start_ns = time.time_ns()
         self.start = time.perf_counter()
 
@@ -283,11 +286,12 @@ class PolicyRecorder:
         if op.kind == SET_EVENT_LOOP and op.error is None:
             op.result = "clear" if loop is None else "set"
             next(self._by_key[f"set_event_loop.{op.result}"].tick)
-            REGISTRY.set_current(self.label, loop_record)
+            REGISTRY.set_current((self.label, op.owner), loop_record)
         elif op.kind == GET_EVENT_LOOP and op.result in ("created", "miss"):
             next(self._by_key[f"get_event_loop.{op.result}.{'main' if main else 'other'}"].tick)
             if op.result == "created" and not op.measured:
-                REGISTRY.set_current(self.label, loop_record)  # an opaque base set it itself
+                # An opaque base set it itself, unseen.
+                REGISTRY.set_current((self.label, op.owner), loop_record)
         # Positional: a 14-field NamedTuple made from keywords costs three times as much.
         return PolicyEvent(
             op.kind,

@@ -67,7 +67,7 @@ def leak_report(records: list[LoopRecord] | None = None, now: float | None = Non
         lines.append(f"    class {_names(r.loop_class for r in group)}")
         lines.append(f"    policy {_names(r.policy for r in group)}")
         lines.append(f"    made in thread {_names(r.thread_name for r in group)}")
-        current = [name for r in group for name in r.set_on.values()]
+        current = [name for r in group for name in tuple(r.set_on.values())]  # set elsewhere
         if current:
             lines.append(f"    current in thread {_names(current)}")
         leaked = [r.leaked for r in group if r.leaked]
