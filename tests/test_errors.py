@@ -152,7 +152,7 @@ def test_a_failing_metric_callback_is_counted_and_the_rest_still_collects(
         raise MemoryError("cannot list recorders")  # no real way to make this fail
 
     TracedEventLoopPolicy(DefaultPolicy(), label="tests.faults.callback").new_event_loop().close()
-    monkeypatch.setattr(tracedpolicy.otel, "recorders", broken)
+    monkeypatch.setattr(tracedpolicy.metrics, "recorders", broken)
     data = telemetry.reader.get_metrics_data()
     assert data is not None
     assert errors.internal_errors()["meter"] >= 1
@@ -164,7 +164,7 @@ def test_a_failing_collector_leaves_the_scrape_working(
     def broken() -> Any:
         raise MemoryError("cannot list recorders")
 
-    monkeypatch.setattr(tracedpolicy.prometheus, "recorders", broken)
+    monkeypatch.setattr(tracedpolicy.metrics, "recorders", broken)
     text = generate_latest(telemetry.registry).decode()
     assert "asyncio_loop_created" not in text
     assert errors.internal_errors()["collector"] == 1

@@ -12,7 +12,7 @@ for unit ``s``), with the same attribute keys as label names.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from opentelemetry import context, metrics, trace
@@ -20,9 +20,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracedpolicy import recorder
-from tracedpolicy.errors import internal_errors, record_internal_error
-from tracedpolicy.loops import LEAK_REASONS
-from tracedpolicy.loops import REGISTRY as LOOPS
+from tracedpolicy.errors import record_internal_error
+from tracedpolicy.metrics import ALL, CREATION_DURATION, LOOP_LIFETIME, Metric, samples
 from tracedpolicy.recorder import (
     GET_EVENT_LOOP,
     LOOP_CLOSED,
@@ -30,7 +29,6 @@ from tracedpolicy.recorder import (
     NEW_EVENT_LOOP,
     Operation,
     PolicyEvent,
-    recorders,
 )
 from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS
 
@@ -130,71 +128,20 @@ class SpanHook:
             span.end(end_time=event.end_ns if event is not None else None)
 
 
-def _observe(
-    instruments: Instruments, read: Callable[[], Iterable[Observation]]
-) -> Callable[..., Any]:
-    """A callback that reads the recorders while ``instruments`` are the active set."""
+def _observe(instruments: Instruments, metric: Metric) -> Callable[..., Any]:
+    """A callback that reads ``metric`` while ``instruments`` are the active set."""
 
     def callback(options: CallbackOptions) -> Iterator[Observation]:
         if not instruments.active:
             return iter(())
         try:
-            observations = list(read())
+            observations = [Observation(value, labels) for labels, value in samples(metric)]
         except Exception as failure:
             record_internal_error("meter", failure)
             return iter(())
         return iter(observations)
 
     return callback
-
-
-def _loop_counts(which: str) -> Iterator[Observation]:
-    for policy_recorder in recorders():
-        for loop_class, stats in policy_recorder.loop_classes().items():
-            value = stats.open if which == "open" else getattr(stats, which).value
-            yield Observation(value, {"policy": policy_recorder.label, "loop_class": loop_class})
-
-
-def _loop_counter(which: str) -> Callable[[], Iterator[Observation]]:
-    def read() -> Iterator[Observation]:
-        if which != "created":
-            LOOPS.sweep()  # closes that no hook saw
-        return _loop_counts(which)
-
-    return read
-
-
-def _leaks() -> Iterator[Observation]:
-    for policy_recorder in recorders():
-        for loop_class, stats in policy_recorder.loop_classes().items():
-            for reason in LEAK_REASONS:
-                attributes = {
-                    "policy": policy_recorder.label,
-                    "loop_class": loop_class,
-                    "reason": reason,
-                }
-                yield Observation(stats.leaked[reason].value, attributes)
-
-
-def _get_calls() -> Iterator[Observation]:
-    for policy_recorder in recorders():
-        for result in ("hit", "created", "miss"):
-            for thread in ("main", "other"):
-                value = policy_recorder.call_count(f"get_event_loop.{result}.{thread}")
-                attributes = {"policy": policy_recorder.label, "result": result, "thread": thread}
-                yield Observation(value, attributes)
-
-
-def _set_calls() -> Iterator[Observation]:
-    for policy_recorder in recorders():
-        for action in ("set", "clear"):
-            value = policy_recorder.call_count(f"set_event_loop.{action}")
-            yield Observation(value, {"policy": policy_recorder.label, "action": action})
-
-
-def _internal_errors() -> Iterator[Observation]:
-    for kind, value in internal_errors().items():
-        yield Observation(value, {"kind": kind})
 
 
 class Instruments:
@@ -204,59 +151,28 @@ class Instruments:
         self.meter = meter
         #: Only the newest configured set reports, so a provider never sees stale duplicates.
         self.active = True
-        meter.create_observable_counter(
-            "asyncio.loop.created",
-            callbacks=[_observe(self, _loop_counter("created"))],
-            unit="{loop}",
-            description="Event loops made through traced policies and loop factories.",
-        )
-        meter.create_observable_counter(
-            "asyncio.loop.closed",
-            callbacks=[_observe(self, _loop_counter("closed"))],
-            unit="{loop}",
-            description="Traced event loops that were closed.",
-        )
-        meter.create_observable_up_down_counter(
-            "asyncio.loop.open",
-            callbacks=[_observe(self, _loop_counter("open"))],
-            unit="{loop}",
-            description="Traced event loops alive and not closed.",
-        )
-        meter.create_observable_counter(
-            "asyncio.loop.leaked",
-            callbacks=[_observe(self, _leaks)],
-            unit="{loop}",
-            description="Traced event loops leaked: gc_unclosed, thread_exit or open_at_exit.",
-        )
-        self.lifetime = meter.create_histogram(
-            "asyncio.loop.lifetime",
-            unit="s",
-            description="How long traced event loops lived, recorded when they close.",
-            explicit_bucket_boundaries_advisory=LIFETIME_SECONDS,
-        )
-        meter.create_observable_counter(
-            "asyncio.policy.get_event_loop.calls",
-            callbacks=[_observe(self, _get_calls)],
-            unit="{call}",
-            description="get_event_loop() calls by result: hit, created (implicitly) or miss.",
-        )
-        meter.create_observable_counter(
-            "asyncio.policy.set_event_loop.calls",
-            callbacks=[_observe(self, _set_calls)],
-            unit="{call}",
-            description="set_event_loop() calls by action: set a loop, or clear (None).",
-        )
-        self.creation = meter.create_histogram(
-            "asyncio.policy.new_event_loop.duration",
-            unit="s",
-            description="How long the base policy or factory took to make an event loop.",
-            explicit_bucket_boundaries_advisory=CREATION_SECONDS,
-        )
-        meter.create_observable_counter(
-            "tracedpolicy.internal_errors",
-            callbacks=[_observe(self, _internal_errors)],
-            unit="{error}",
-            description="Failures of tracedpolicy's own telemetry; policy calls were unaffected.",
+        make = {
+            "counter": meter.create_observable_counter,
+            "gauge": meter.create_observable_up_down_counter,
+        }
+        for metric in ALL:
+            if metric.kind in make:
+                make[metric.kind](
+                    metric.otel_name,
+                    callbacks=[_observe(self, metric)],
+                    unit=metric.unit,
+                    description=metric.help,
+                )
+        # No observable histogram exists: these two are recorded as loops are made and close.
+        self.creation = self._histogram(CREATION_DURATION, CREATION_SECONDS)
+        self.lifetime = self._histogram(LOOP_LIFETIME, LIFETIME_SECONDS)
+
+    def _histogram(self, metric: Metric, bounds: tuple[float, ...]) -> metrics.Histogram:
+        return self.meter.create_histogram(
+            metric.otel_name,
+            unit=metric.unit,
+            description=metric.help,
+            explicit_bucket_boundaries_advisory=bounds,
         )
 
     def record(self, event: PolicyEvent) -> None:
@@ -273,7 +189,6 @@ class Instruments:
             record_internal_error("meter", failure)
 
 
-#: By meter provider (None: the global one); holding the provider keeps its key unique.
 _instruments: dict[metrics.MeterProvider | None, Instruments] = {}
 _active: Instruments | None = None
 

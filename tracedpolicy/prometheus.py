@@ -20,13 +20,11 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from tracedpolicy.errors import internal_errors, record_internal_error
-from tracedpolicy.loops import REGISTRY as LOOPS
-from tracedpolicy.recorder import recorders
+from tracedpolicy import metrics
+from tracedpolicy.errors import record_internal_error
+from tracedpolicy.metrics import ALL, samples
 from tracedpolicy.report import leak_report
 from tracedpolicy.stats import HistogramSnapshot
-
-LOOP_LABELS = ["policy", "loop_class"]
 
 
 def _buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
@@ -36,93 +34,43 @@ def _buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
     ]
 
 
+_FAMILIES = {
+    "counter": CounterMetricFamily,
+    "gauge": GaugeMetricFamily,
+    "histogram": HistogramMetricFamily,
+}
+
+
 class PolicyCollector(Collector):
     """Every recorder's numbers as Prometheus metric families."""
 
     def describe(self) -> list[Metric]:
         # Names only, so registering does not collect.
-        return list(self._families().values())
+        return [self._family(metric) for metric in ALL]
 
     def collect(self) -> Iterator[Metric]:
         try:
-            LOOPS.sweep()
-            families = self._families()
-            self._fill(families)
+            families = [self._filled(metric) for metric in ALL]
         except Exception as failure:
             record_internal_error("collector", failure)
             return iter(())
-        return iter(families.values())
+        return iter(families)
 
-    def _families(self) -> dict[str, Any]:
-        return {
-            "created": CounterMetricFamily(
-                "asyncio_loop_created",
-                "Event loops made through traced policies and loop factories.",
-                labels=LOOP_LABELS,
-            ),
-            "closed": CounterMetricFamily(
-                "asyncio_loop_closed", "Traced event loops that were closed.", labels=LOOP_LABELS
-            ),
-            "open": GaugeMetricFamily(
-                "asyncio_loop_open", "Traced event loops alive and not closed.", labels=LOOP_LABELS
-            ),
-            "leaked": CounterMetricFamily(
-                "asyncio_loop_leaked",
-                "Traced event loops leaked: gc_unclosed, thread_exit or open_at_exit.",
-                labels=[*LOOP_LABELS, "reason"],
-            ),
-            "lifetime": HistogramMetricFamily(
-                "asyncio_loop_lifetime_seconds",
-                "How long traced event loops lived, recorded when they close.",
-                labels=LOOP_LABELS,
-            ),
-            "get": CounterMetricFamily(
-                "asyncio_policy_get_event_loop_calls",
-                "get_event_loop() calls by result: hit, created (implicitly) or miss.",
-                labels=["policy", "result", "thread"],
-            ),
-            "set": CounterMetricFamily(
-                "asyncio_policy_set_event_loop_calls",
-                "set_event_loop() calls by action: set a loop, or clear (None).",
-                labels=["policy", "action"],
-            ),
-            "creation": HistogramMetricFamily(
-                "asyncio_policy_new_event_loop_duration_seconds",
-                "How long the base policy or factory took to make an event loop.",
-                labels=LOOP_LABELS,
-            ),
-            "errors": CounterMetricFamily(
-                "tracedpolicy_internal_errors",
-                "Failures of tracedpolicy's own telemetry; policy calls were unaffected.",
-                labels=["kind"],
-            ),
-        }
+    @staticmethod
+    def _family(metric: metrics.Metric) -> Any:
+        family_class: Any = _FAMILIES[metric.kind]  # each has add_metric, with its own arguments
+        return family_class(metric.prometheus_name, metric.help, labels=metric.labels)
 
-    def _fill(self, families: dict[str, Any]) -> None:
-        for policy_recorder in recorders():
-            policy = policy_recorder.label
-            for loop_class, stats in policy_recorder.loop_classes().items():
-                labels = [policy, loop_class]
-                families["created"].add_metric(labels, stats.created.value)
-                families["closed"].add_metric(labels, stats.closed.value)
-                families["open"].add_metric(labels, stats.open)
-                for reason, counter in stats.leaked.items():
-                    families["leaked"].add_metric([*labels, reason], counter.value)
-                for name, histogram in (
-                    ("lifetime", stats.lifetime_seconds),
-                    ("creation", stats.creation_seconds),
-                ):
-                    snapshot = histogram.snapshot()
-                    families[name].add_metric(labels, _buckets(snapshot), snapshot.sum)
-            for result in ("hit", "created", "miss"):
-                for thread in ("main", "other"):
-                    count = policy_recorder.call_count(f"get_event_loop.{result}.{thread}")
-                    families["get"].add_metric([policy, result, thread], count)
-            for action in ("set", "clear"):
-                count = policy_recorder.call_count(f"set_event_loop.{action}")
-                families["set"].add_metric([policy, action], count)
-        for kind, count in internal_errors().items():
-            families["errors"].add_metric([kind], count)
+    def _filled(self, metric: metrics.Metric) -> Metric:
+        family = self._family(metric)
+        for labels, value in samples(metric):
+            label_values = [labels[name] for name in metric.labels]
+            if metric.kind == "histogram":
+                family.add_metric(label_values, _buckets(value), value.sum)
+            else:
+                family.add_metric(label_values, value)
+        filled: Metric = family
+        return filled
 
 
 _lock = threading.Lock()
