@@ -57,8 +57,8 @@ class Immutable(type):
         raise TypeError(f"cannot set {name!r} attribute of immutable type {cls.__name__!r}")
 
 
-class ImmutableLoop(asyncio.AbstractEventLoop, metaclass=Immutable):
-    """A loop whose close no hook can wrap (its class and its bases' are its own)."""
+class CheapLoop(asyncio.AbstractEventLoop):
+    """A loop with no selector or sockets, so 100k of them take a second, not minutes."""
 
     def __init__(self) -> None:
         self._closed = False
@@ -68,6 +68,12 @@ class ImmutableLoop(asyncio.AbstractEventLoop, metaclass=Immutable):
 
     def is_closed(self) -> bool:
         return self._closed
+
+
+class ImmutableLoop(CheapLoop, metaclass=Immutable):
+    """A loop whose close no hook can wrap: its class takes no new attributes."""
+
+    close = CheapLoop.close  # its own, taken before any hook could wrap CheapLoop's
 
 
 def test_a_close_no_hook_can_see_is_found_when_metrics_are_collected(
@@ -289,19 +295,6 @@ def test_100k_loops_made_and_closed_leave_nothing_behind() -> None:
         "loops.closed": 100_000,
         "loops.open": 0,
     }
-
-
-class CheapLoop(asyncio.AbstractEventLoop):
-    """A loop with no selector or sockets, so 100k of them take a second, not minutes."""
-
-    def __init__(self) -> None:
-        self._closed = False
-
-    def close(self) -> None:
-        self._closed = True
-
-    def is_closed(self) -> bool:
-        return self._closed
 
 
 def test_the_creation_stack_is_bounded_by_its_option() -> None:
