@@ -303,8 +303,7 @@ class LoopRegistry:
             if self._records.get(key) is record:
                 del self._records[key]
         if record.counts_as_open:
-            living = {thread.ident for thread in threading.enumerate()}
-            ended = any(ident not in living for ident in tuple(record.set_on))
+            ended = any(not _thread_alive(ident) for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
     def _thread_ended(self, ident: int, current: dict[Hashable, LoopRecord]) -> None:
@@ -312,6 +311,20 @@ class LoopRegistry:
             record.set_on.pop(ident, None)
             if record.counts_as_open and record.loop is not None:
                 self._pending.append((record, THREAD_EXIT))
+
+
+def _thread_alive(ident: int) -> bool:
+    """Whether a thread still runs, without taking threading's lock.
+
+    This runs in weakref callbacks, which the garbage collector may call while this very
+    thread holds ``threading._active_limbo_lock`` (a plain Lock): ``threading.enumerate()``
+    would deadlock there. A dict lookup needs no lock; a thread leaves ``_active`` as its
+    ``run()`` returns, before its thread-local storage (and the loop in it) is dropped.
+    """
+    active = getattr(threading, "_active", None)
+    if isinstance(active, dict):
+        return ident in active
+    return True  # an unknown threading module: call it gc_unclosed rather than guess
 
 
 class _Sentinel:
