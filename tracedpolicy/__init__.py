@@ -5,9 +5,10 @@ Wrap the process-wide policy, whatever it is, and every loop creation, ``set_eve
 
     import asyncio, tracedpolicy
 
-    tracedpolicy.install()                      # wraps the current policy (uvloop's, yours, ...)
-    asyncio.run(main())
+    tracedpolicy.install(metrics_port=9464)     # wraps the current policy (uvloop's, yours, ...)
+    asyncio.run(main())                         # spans and metrics; /metrics on 127.0.0.1:9464
     print(tracedpolicy.snapshot())
+    print(tracedpolicy.leak_report())           # the loops still open, by creation site
 
     @tracedpolicy.traced                        # or trace your own policy class
     class MyPolicy(asyncio.DefaultEventLoopPolicy): ...
@@ -26,6 +27,7 @@ from tracedpolicy.install import install, installed, uninstall
 from tracedpolicy.policy import TracedEventLoopPolicy, is_traced, traced
 from tracedpolicy.recorder import PolicyEvent, add_observer, remove_observer, snapshot
 from tracedpolicy.report import leak_report, open_loops
+from tracedpolicy.telemetry import metrics_server
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,7 @@ __all__ = [
     "is_traced",
     "leak_report",
     "loop_factory",
+    "metrics_server",
     "open_loops",
     "remove_observer",
     "snapshot",

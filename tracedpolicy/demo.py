@@ -22,7 +22,6 @@ import warnings
 from typing import Any, TextIO
 
 import tracedpolicy
-from tracedpolicy import telemetry
 
 #: How many loops the leaking worker keeps open at most.
 LEAK_CAP = 20
@@ -157,7 +156,7 @@ def main(
     """Run until Ctrl-C or ``seconds``; print the metrics URL, then a summary every interval."""
     _configure_otlp(out)
     policy = tracedpolicy.install(metrics_port=port, metrics_addr=addr)
-    server = telemetry.metrics_server()
+    server = tracedpolicy.metrics_server()
     if server is None:
         print(f"could not serve metrics on {addr}:{port}; see the log above", file=out)
         return 1

@@ -1,0 +1,33 @@
+"""The installed distribution: version, entry points and type information resolve."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import tracedpolicy
+
+
+def entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
+    found = importlib.metadata.distribution("tracedpolicy").entry_points
+    return {ep.name: ep for ep in found if ep.group == group}
+
+
+def test_the_version_is_the_distributions() -> None:
+    assert importlib.metadata.version("tracedpolicy") == tracedpolicy.__version__
+
+
+def test_the_pytest_plugin_and_the_command_resolve() -> None:
+    assert entry_points("pytest11")["tracedpolicy"].load() is tracedpolicy.pytest_plugin
+    main = entry_points("console_scripts")["tracedpolicy"].load()
+    assert main is tracedpolicy.__main__.main
+
+
+def test_the_package_says_it_is_typed() -> None:
+    assert (Path(tracedpolicy.__file__).parent / "py.typed").is_file()
+
+
+def test_all_names_what_the_package_exports() -> None:
+    assert sorted(tracedpolicy.__all__) == sorted(set(tracedpolicy.__all__))
+    for name in tracedpolicy.__all__:
+        assert getattr(tracedpolicy, name) is not None
