@@ -1,0 +1,43 @@
+"""Exporters are per process: the first traced policy sets them up, later ones only if asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tracedpolicy import TracedEventLoopPolicy, recorder, telemetry
+from tracedpolicy._compat import RUNNING
+from tracedpolicy.options import Options
+
+from .conftest import Telemetry
+
+DefaultPolicy: Any = RUNNING.default_policy
+
+
+def test_a_policy_without_exporter_options_keeps_the_exporters_as_they_are(
+    telemetry: Telemetry,
+) -> None:
+    hook = recorder._span_hook
+    TracedEventLoopPolicy(DefaultPolicy(), label="tests.telemetry.keep", get_spans="all")
+    assert recorder._span_hook is hook  # per-policy options only: nothing re-pointed
+    TracedEventLoopPolicy(DefaultPolicy(), label="tests.telemetry.keep").new_event_loop().close()
+    assert [s.name for s in telemetry.spans("tests.telemetry.keep")] == [
+        "asyncio.policy.new_event_loop"
+    ]
+
+
+def test_a_policy_with_exporter_options_re_points_them(telemetry: Telemetry) -> None:
+    registry = CollectorRegistry()
+    TracedEventLoopPolicy(
+        DefaultPolicy(), label="tests.telemetry.move", prometheus_registry=registry
+    )
+    assert b"asyncio_loop_created_total" in generate_latest(registry)
+    TracedEventLoopPolicy(DefaultPolicy(), label="tests.telemetry.move", spans=False)
+    assert recorder._span_hook is None
+
+
+def test_process_options_are_named_and_per_policy_ones_are_not() -> None:
+    per_policy = {"label", "get_spans", "get_span_sample_rate"}
+    fields = set(vars(Options()))
+    assert fields - per_policy == telemetry.PROCESS_OPTIONS
