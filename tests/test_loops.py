@@ -99,13 +99,14 @@ def test_many_loops_leave_no_records_behind() -> None:
         policy.set_event_loop(None)
         loop.close()
     del loop
+    assert_nothing_left_behind("tests.loops.many", 2000, before)
+
+
+def assert_nothing_left_behind(label: str, made: int, records_before: int) -> None:
+    """``made`` loops of ``label`` were all closed, and no record of them stays."""
     gc.collect()
-    assert len(REGISTRY.records()) == before
-    assert counts("tests.loops.many") == {
-        "loops.created": 2000,
-        "loops.closed": 2000,
-        "loops.open": 0,
-    }
+    assert len(REGISTRY.records()) == records_before
+    assert counts(label) == {"loops.created": made, "loops.closed": made, "loops.open": 0}
 
 
 def test_records_describe_where_and_when_a_loop_was_made() -> None:
@@ -288,13 +289,7 @@ def test_100k_loops_made_and_closed_leave_nothing_behind() -> None:
     before = len(REGISTRY.records())
     for _ in range(100_000):
         factory().close()
-    gc.collect()
-    assert len(REGISTRY.records()) == before
-    assert counts("tests.loops.100k") == {
-        "loops.created": 100_000,
-        "loops.closed": 100_000,
-        "loops.open": 0,
-    }
+    assert_nothing_left_behind("tests.loops.100k", 100_000, before)
 
 
 def test_the_creation_stack_is_bounded_by_its_option() -> None:
