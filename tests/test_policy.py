@@ -124,9 +124,15 @@ def test_asyncio_get_event_loop_warning_points_at_the_callers_line(
     for policy in (DefaultPolicy(), TRACINGS[tracing]()):
         RUNNING.set_policy(policy)  # type: ignore[misc]
         outcome = observe(lambda: asyncio.get_event_loop(), name_of=type)
-        loops.append(policy._local._loop)
+        if policy._local._loop is not None:  # made implicitly (until 3.13)
+            loops.append(policy._local._loop)
         results.append(outcome)
     assert results[0] == results[1]
+    if not RUNNING.creates_loops_implicitly:
+        assert results[1].error == (
+            "RuntimeError",
+            "There is no current event loop in thread 'MainThread'.",
+        )
     if RUNNING.warns_on_implicit_creation:
         assert results[1].warnings[0][2] == __file__
 
@@ -199,7 +205,7 @@ def test_decorated_class_records_into_the_user_class_label(loops: list[Any]) -> 
     after = recorder.snapshot()
     assert after["loops.created"] == before.get("loops.created", 0) + 1
     assert after["set_event_loop.set"] == before.get("set_event_loop.set", 0) + 1
-    assert after["get_event_loop.hit.main"] == before["get_event_loop.hit.main"] + 1
+    assert after["get_event_loop.hit"] == before["get_event_loop.hit"] + 1
 
 
 def test_tracing_twice_traces_once() -> None:
@@ -304,3 +310,109 @@ def test_forked_child_sees_the_same_loop_state_as_with_the_bare_policy() -> None
         expected = "new-loop" if RUNNING.creates_loops_implicitly else "no-loop"
     assert child_sees("bare") == expected
     assert child_sees("traced") == expected
+
+
+class _Patch:
+    """A replacement get_event_loop that says it ran and hands out one loop of its own."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.calls = 0
+
+    def method(self) -> Callable[[Any], Any]:
+        def get_event_loop(policy: Any) -> Any:
+            self.calls += 1
+            return self.loop
+
+        return get_event_loop
+
+
+#: Where tests patch get_event_loop: the default class, the class that defines it, an instance.
+PATCH_TARGETS = ("default class", "base default class", "instance")
+
+
+def _patch(target: str, policy: Any, patch: _Patch) -> Callable[[], None]:
+    """Patch ``target`` (as mock.patch.object would) and return the undo."""
+    if target == "instance":
+        policy.get_event_loop = patch.method().__get__(policy)
+        return lambda: delattr(policy, "get_event_loop")
+    cls: Any = DefaultPolicy if target == "default class" else RUNNING.base_default_policy
+    had = "get_event_loop" in vars(cls)
+    original = vars(cls).get("get_event_loop")
+    cls.get_event_loop = patch.method()
+
+    def undo() -> None:
+        if had:
+            cls.get_event_loop = original
+        else:
+            del cls.get_event_loop
+
+    return undo
+
+
+@pytest.mark.parametrize(
+    ("tracing", "target", "when"),
+    [
+        (tracing, target, when)
+        for tracing in ("wrapper", "hierarchy")
+        for target in PATCH_TARGETS
+        for when in ("before wrapping", "after wrapping")
+        # A traced class's instance cannot be patched before it exists.
+        if (tracing, target, when) != ("hierarchy", "instance", "before wrapping")
+    ],
+)
+def test_a_patched_get_event_loop_is_called_as_the_bare_policy_calls_it(
+    tracing: str, target: str, when: str, loops: list[Any]
+) -> None:
+    """Tests patch get_event_loop all the time; the traced policy must call what bare calls."""
+    planted = asyncio.new_event_loop()
+    set_loop = asyncio.new_event_loop()
+    loops.extend([planted, set_loop])
+    results = []
+    for kind in ("bare", tracing):
+        patch = _Patch(planted)
+        base: Any = DefaultPolicy() if kind != "hierarchy" else None
+        undo = None
+        if when == "before wrapping" and base is not None:
+            undo = _patch(target, base, patch)
+        policy: Any
+        if kind == "bare":
+            policy = base
+        elif kind == "wrapper":
+            policy = TracedEventLoopPolicy(base)
+        else:
+            policy = tracedpolicy.TracedDefaultEventLoopPolicy()
+        policy.set_event_loop(set_loop)
+        if undo is None:
+            undo = _patch(target, base if kind == "wrapper" else policy, patch)
+        try:
+            got = [policy.get_event_loop(), in_thread(policy.get_event_loop)]
+        finally:
+            undo()
+        results.append((got, patch.calls))
+        # Unpatched again: the policy's own loop, as before.
+        assert policy.get_event_loop() is set_loop
+    assert results[0] == results[1] == ([planted, planted], 2)
+
+
+class _MyError(Exception):
+    pass
+
+
+def test_a_subclass_of_the_wrapper_that_overrides_a_traced_method_wins(loops: list[Any]) -> None:
+    class Strict(TracedEventLoopPolicy):
+        def get_event_loop(self) -> Any:
+            raise _MyError("strict")
+
+        def new_event_loop(self) -> Any:
+            loop = super().new_event_loop()
+            loop.made_by_strict = True  # type: ignore[attr-defined]
+            return loop
+
+    policy = Strict(DefaultPolicy())
+    loop = policy.new_event_loop()
+    loops.append(loop)
+    assert loop.made_by_strict
+    policy.set_event_loop(loop)
+    with pytest.raises(_MyError, match="strict"):
+        policy.get_event_loop()

@@ -80,7 +80,7 @@ GET_CALLS = Metric(
     "counter",
     "{call}",
     "get_event_loop() calls by result: hit, created (implicitly) or miss.",
-    ("policy", "result", "thread"),
+    ("policy", "result"),
 )
 SET_CALLS = Metric(
     "asyncio.policy.set_event_loop.calls",
@@ -132,9 +132,8 @@ def samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
         policy = recorder.label
         if metric is GET_CALLS:
             for result in ("hit", "created", "miss"):
-                for thread in ("main", "other"):
-                    value = recorder.call_count(f"get_event_loop.{result}.{thread}")
-                    yield {"policy": policy, "result": result, "thread": thread}, value
+                value = recorder.call_count(f"get_event_loop.{result}")
+                yield {"policy": policy, "result": result}, value
             continue
         if metric is SET_CALLS:
             for action in ("set", "clear"):

@@ -22,7 +22,6 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from threading import get_ident
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from tracedpolicy import _compat, telemetry
@@ -35,7 +34,6 @@ from tracedpolicy.recorder import (
     NEW_EVENT_LOOP,
     SET_EVENT_LOOP,
     PolicyRecorder,
-    _MainThread,
     recorder_for,
     thread_state,
 )
@@ -70,10 +68,18 @@ def _require_policies(api: AsyncioPolicyApi) -> None:
         )
 
 
-def _uses_stock_get(cls: type, api: AsyncioPolicyApi) -> bool:
-    """Whether ``cls.get_event_loop`` is CPython's default one, which we may re-run."""
-    stock = getattr(api.base_default_policy, "get_event_loop", None)
-    return stock is not None and getattr(cls, "get_event_loop", None) is stock
+def _uses_stock_get(policy: Any, api: AsyncioPolicyApi) -> bool:
+    """Whether ``policy.get_event_loop`` is CPython's default one now, which we may re-run.
+
+    Read at every call that is not a hit: a test that patches the method on the class, on a
+    base class or on the instance, before or after tracing, gets its patch called.
+    """
+    stock = api.stock_get_event_loop
+    return (
+        stock is not None
+        and getattr(type(policy), "get_event_loop", None) is stock
+        and "get_event_loop" not in getattr(policy, "__dict__", ())
+    )
 
 
 def _get_from_stock(
@@ -178,20 +184,25 @@ def new_loop(inner_new: Callable[[], Loop], recorder: PolicyRecorder, source: st
 def _fast_get(
     outer: Any, base: Any, recorder: PolicyRecorder, api: AsyncioPolicyApi
 ) -> Callable[[], Loop]:
-    """The wrapper's ``get_event_loop`` for a stock base, as a closure over what it reads.
+    """The wrapper's ``get_event_loop``, as a closure over what it reads.
 
     Set on the instance, it is found without reading a single attribute of the wrapper, whose
-    ``__getattr__`` makes every attribute read slow on 3.9-3.11. It does what the class's
-    ``get_event_loop`` does when hit spans are off.
+    ``__getattr__`` makes every attribute read slow. A hit costs two checks that the base still
+    uses CPython's method (not patched on its class or on itself), the base's own two reads,
+    and one counter; everything else goes to :meth:`TracedEventLoopPolicy._get_slow`.
     """
-    hits_main, hits_other = recorder.hits_main.tick, recorder.hits_other.tick
+    hits = recorder.hits.tick
+    cls = type(base)
+    own = getattr(base, "__dict__", {})  # where a patch of the instance lands
+    stock = api.stock_get_event_loop
 
     def get_event_loop() -> Loop:
-        loop: Loop | None = base._local._loop
-        if loop is not None:
-            next(hits_main if get_ident() == _MainThread.ident else hits_other)
-            return loop
-        return _get_from_stock(outer, base, recorder, api)
+        if cls.get_event_loop is stock and "get_event_loop" not in own:
+            loop: Loop | None = base._local._loop
+            if loop is not None:
+                next(hits)
+                return loop
+        return outer._get_slow()  # type: ignore[no-any-return]
 
     return get_event_loop
 
@@ -206,7 +217,7 @@ class TracedEventLoopPolicy(_PolicyBase):
     """
 
     _tracedpolicy_traced = True
-    __slots__ = ("_api", "_base", "_hit_span_rate", "_recorder", "_stock_get")
+    __slots__ = ("_api", "_base", "_hit_span_rate", "_recorder")
 
     def __new__(cls, base: Any = None, **options: Any) -> TracedEventLoopPolicy:
         if base is not None and is_traced(base):
@@ -234,12 +245,10 @@ class TracedEventLoopPolicy(_PolicyBase):
         own(self, "_api", _api)
         own(self, "_base", base)
         own(self, "_recorder", recorder)
-        stock_get = _uses_stock_get(type(base), _api) and "get_event_loop" not in getattr(
-            base, "__dict__", {}
-        )
-        own(self, "_stock_get", stock_get)
         own(self, "_hit_span_rate", parsed.hit_span_rate)
-        if stock_get and not parsed.hit_span_rate:
+        overridden = type(self).get_event_loop is not TracedEventLoopPolicy.get_event_loop
+        if not parsed.hit_span_rate and not overridden:
+            # A subclass's own get_event_loop must win over the instance's fast path.
             own(self, "get_event_loop", _fast_get(self, base, recorder, _api))
 
     @property
@@ -248,16 +257,22 @@ class TracedEventLoopPolicy(_PolicyBase):
         return self._base
 
     def get_event_loop(self) -> Loop:
-        # Stock bases without hit spans use _fast_get, set on the instance; this is the rest.
-        base, recorder = self._base, self._recorder
-        if self._stock_get:
+        # Without hit spans, _fast_get (set on the instance) runs instead, then _get_slow.
+        base = self._base
+        if _uses_stock_get(base, self._api):
             loop: Loop | None = base._local._loop
             if loop is not None:
-                recorder.count_hit()
-                _maybe_span_hit(recorder, loop, self._hit_span_rate)
+                self._recorder.count_hit()
+                _maybe_span_hit(self._recorder, loop, self._hit_span_rate)
                 return loop
-            return _get_from_stock(self, base, recorder, self._api)
-        return _get_from_opaque(base.get_event_loop, recorder, self._hit_span_rate, self)
+        return self._get_slow()
+
+    def _get_slow(self) -> Loop:
+        """Everything but a hit on a stock base: a miss, a creation, or the base's own method."""
+        base = self._base
+        if _uses_stock_get(base, self._api):
+            return _get_from_stock(self, base, self._recorder, self._api)
+        return _get_from_opaque(base.get_event_loop, self._recorder, self._hit_span_rate, self)
 
     def set_event_loop(self, loop: Loop | None) -> None:
         _set(self._base.set_event_loop, loop, self._recorder, self)
@@ -345,24 +360,21 @@ def traced_subclass(
     options = Options.parse("traced()", given)
     recorder = recorder_for(options.label or label_of(cls))
     subclass: type  # made last; the methods below look it up when called
-    hits_main, hits_other = recorder.hits_main.tick, recorder.hits_other.tick
+    hits = recorder.hits.tick
     hit_span_rate = options.hit_span_rate
+    stock = api.stock_get_event_loop
 
-    if _uses_stock_get(cls, api):
-
-        def get_event_loop(self: Any) -> Loop:
+    def get_event_loop(self: Any) -> Loop:
+        # ``cls.get_event_loop`` is read each time: a patch of cls or its bases must be called.
+        if cls.get_event_loop is stock:  # type: ignore[attr-defined]
             loop: Loop | None = self._local._loop
             if loop is not None:
-                next(hits_main if get_ident() == _MainThread.ident else hits_other)
+                next(hits)
                 if hit_span_rate:
                     _maybe_span_hit(recorder, loop, hit_span_rate)
                 return loop
             return _get_from_stock(self, self, recorder, api)
-
-    else:
-
-        def get_event_loop(self: Any) -> Loop:
-            return _get_from_opaque(parent(self).get_event_loop, recorder, hit_span_rate, self)
+        return _get_from_opaque(parent(self).get_event_loop, recorder, hit_span_rate, self)
 
     def set_event_loop(self: Any, loop: Loop | None) -> None:
         _set(parent(self).set_event_loop, loop, recorder, self)
@@ -392,7 +404,7 @@ def traced_subclass(
         **(attributes or {}),
     }
     for method in (get_event_loop, set_event_loop, new_event_loop):
-        method.__doc__ = getattr(cls, method.__name__).__doc__
+        method.__doc__ = getattr(cls, method.__name__, None).__doc__
     subclass = type(cls)(name or cls.__name__, (cls,), namespace)
     return subclass
 

@@ -230,24 +230,25 @@ class PolicyRecorder:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        # Bumped inline by the traced get_event_loop fast path, hence public and flat.
-        self.hits_main = Counter()
-        self.hits_other = Counter()
+        # Bumped inline by the traced get_event_loop fast path, hence public and flat. Hits are
+        # not told apart by thread: asking which thread runs costs more than the hit itself.
+        self.hits = Counter()
         self._by_key: dict[str, Counter] = {
-            f"{call}.{result}.{thread}": Counter()
-            for call, results in (("get_event_loop", ("created", "miss")),)
-            for result in results
-            for thread in ("main", "other")
+            key: Counter()
+            for key in (
+                "get_event_loop.created",
+                "get_event_loop.miss",
+                "set_event_loop.set",
+                "set_event_loop.clear",
+            )
         }
-        self._by_key["set_event_loop.set"] = Counter()
-        self._by_key["set_event_loop.clear"] = Counter()
         self._loop_classes: dict[str, LoopClassStats] = {}
 
     def operation(self, kind: str, source: str = "policy") -> Operation:
         return Operation(self, kind, source)
 
     def count_hit(self) -> None:
-        next((self.hits_main if is_main_thread() else self.hits_other).tick)
+        next(self.hits.tick)
 
     def loop_class_stats(self, loop_class: str) -> LoopClassStats:
         stats = self._loop_classes.get(loop_class)
@@ -262,9 +263,9 @@ class PolicyRecorder:
             return dict(self._loop_classes)
 
     def call_count(self, key: str) -> int:
-        """A call count by key, such as ``get_event_loop.miss.other`` or ``set_event_loop.set``."""
-        if key.startswith("get_event_loop.hit."):
-            return (self.hits_main if key.endswith(".main") else self.hits_other).value
+        """A call count by key, such as ``get_event_loop.miss`` or ``set_event_loop.set``."""
+        if key == "get_event_loop.hit":
+            return self.hits.value
         return self._by_key[key].value
 
     def _finish(self, op: Operation, duration: float) -> PolicyEvent:
@@ -288,7 +289,7 @@ class PolicyRecorder:
             next(self._by_key[f"set_event_loop.{op.result}"].tick)
             REGISTRY.set_current((self.label, op.owner), loop_record)
         elif op.kind == GET_EVENT_LOOP and op.result in ("created", "miss"):
-            next(self._by_key[f"get_event_loop.{op.result}.{'main' if main else 'other'}"].tick)
+            next(self._by_key[f"get_event_loop.{op.result}"].tick)
             if op.result == "created" and not op.measured:
                 # An opaque base set it itself, unseen.
                 REGISTRY.set_current((self.label, op.owner), loop_record)
@@ -313,11 +314,8 @@ class PolicyRecorder:
     def snapshot(self) -> dict[str, int]:
         """Every call count and loop count of this label, by key."""
         counts = {
-            f"get_event_loop.{result}.{thread}": self.call_count(
-                f"get_event_loop.{result}.{thread}"
-            )
+            f"get_event_loop.{result}": self.call_count(f"get_event_loop.{result}")
             for result in ("hit", "created", "miss")
-            for thread in ("main", "other")
         }
         counts["set_event_loop.set"] = self.call_count("set_event_loop.set")
         counts["set_event_loop.clear"] = self.call_count("set_event_loop.clear")
