@@ -117,8 +117,11 @@ for module, names in [
     (asyncio, ["AbstractEventLoopPolicy", "DefaultEventLoopPolicy",
                "get_event_loop_policy", "set_event_loop_policy"]),
     (asyncio.events, ["AbstractEventLoopPolicy", "BaseDefaultEventLoopPolicy",
-                      "get_event_loop_policy", "set_event_loop_policy"]),
-    (platform_events, ["DefaultEventLoopPolicy", "_UnixDefaultEventLoopPolicy"]),
+                      "get_event_loop_policy", "set_event_loop_policy",
+                      "_AbstractEventLoopPolicy", "_BaseDefaultEventLoopPolicy",
+                      "_get_event_loop_policy", "_set_event_loop_policy"]),
+    (platform_events, ["DefaultEventLoopPolicy", "_DefaultEventLoopPolicy",
+                       "_UnixDefaultEventLoopPolicy"]),
 ]:
     for name in names:
         module.__dict__.pop(name, None)

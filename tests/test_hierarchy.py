@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import types
+import warnings
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from tracedpolicy.hierarchy import WINDOWS_NAMES, build_hierarchy
 from tracedpolicy.policy import is_traced
 from tracedpolicy.recorder import recorder_for
 
-BaseDefault: type = asyncio.events.BaseDefaultEventLoopPolicy
+BaseDefault: type = RUNNING.base_default_policy  # type: ignore[assignment]
 
 
 class ProactorEventLoop(asyncio.SelectorEventLoop):
@@ -89,8 +90,10 @@ def test_windows_classes_subclass_their_counterpart_and_trace_it(
 
 def test_this_platforms_classes_subclass_asyncios(loops: list[Any]) -> None:
     default = tracedpolicy.TracedDefaultEventLoopPolicy
-    assert issubclass(default, asyncio.DefaultEventLoopPolicy)
-    assert isinstance(default(), asyncio.AbstractEventLoopPolicy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the public names warn on 3.14+
+        assert issubclass(default, asyncio.DefaultEventLoopPolicy)
+        assert isinstance(default(), asyncio.AbstractEventLoopPolicy)
     selector_loop = tracedpolicy.TracedSelectorEventLoopPolicy().new_event_loop()
     loops.append(selector_loop)
     assert isinstance(selector_loop, asyncio.SelectorEventLoop)

@@ -85,7 +85,10 @@ def test_creation_set_and_miss_spans_have_exact_names_and_attributes(
     assert missed_event.error is miss.value  # the very exception object the caller got
 
 
-@pytest.mark.skipif(not RUNNING.creates_loops_implicitly, reason="3.14 never creates implicitly")
+@pytest.mark.skipif(
+    not RUNNING.creates_loops_implicitly,
+    reason="no implicit loop creation here (3.14+)",
+)
 def test_implicit_creation_nests_new_and_set_spans_under_the_get_span(
     telemetry: Telemetry, loops: list[Any]
 ) -> None:

@@ -1,10 +1,11 @@
 """Every difference between Python versions' asyncio policy APIs, in one place.
 
 The rest of tracedpolicy asks :data:`RUNNING` what the running Python has instead of testing
-``sys.version_info`` itself. :func:`resolve` can also describe another version from another
-(simulated) ``asyncio`` module, which is how the rules of 3.14 (policy names made private, no
-implicit loop creation, no child watchers) and of 3.16 (no policies at all) are tested on the
-Pythons that are installed.
+``sys.version_info`` itself. Behaviour is read from the running asyncio wherever it can tell
+(whether the default ``get_event_loop`` creates and warns, whether the thread state has
+``_set_called``, whether child watchers exist), with the version number only as the fallback.
+:func:`resolve` can also describe another (simulated) ``asyncio`` module, which is how the
+3.16 shape (no policies at all) and other platforms are tested on the Pythons installed.
 
 Names are read with ``vars(module).get(name)``, never ``getattr``: on 3.14 the public policy
 names live in a module ``__getattr__`` that emits a DeprecationWarning, and tracedpolicy must not
@@ -30,7 +31,12 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 @dataclass(frozen=True)
 class AsyncioPolicyApi:
-    """What one Python's asyncio offers for event loop policies, and how it behaves."""
+    """What one Python's asyncio offers for event loop policies, and how it behaves.
+
+    Behaviour is read from that asyncio wherever it can tell (see :func:`resolve`), so a
+    backport or a patched build behaves as its own asyncio does; the version number decides
+    only what asyncio cannot tell.
+    """
 
     version: tuple[int, int, int]
     is_windows: bool
@@ -42,34 +48,22 @@ class AsyncioPolicyApi:
     default_loop_factory: LoopFactory | None
     get_policy: Callable[[], Any] | None
     set_policy: Callable[[Any], None] | None
+    stock_get_event_loop: Callable[[Any], Any] | None
+    """CPython's own ``get_event_loop`` of the default policy, which a traced policy re-runs
+    rather than calls; None if it is missing or was already replaced (patched) at import."""
+    creates_loops_implicitly: bool
+    """Whether the default get_event_loop() makes a loop in the main thread (until 3.13)."""
+    warns_on_implicit_creation: bool
+    """Whether that implicit creation emits "There is no current event loop"."""
+    has_child_watchers: bool
+    """Whether policies have get_child_watcher()/set_child_watcher() (removed in 3.14)."""
+    tracks_set_called: bool
+    """Whether the default policy's thread state has ``_set_called`` (removed in 3.14)."""
 
     @property
     def has_policies(self) -> bool:
         """False where CPython removed the policy system (3.16 and CPython's main branch)."""
         return None not in (self.abstract_policy, self.get_policy, self.set_policy)
-
-    @property
-    def creates_loops_implicitly(self) -> bool:
-        """Whether the default get_event_loop() makes a loop in the main thread (until 3.13)."""
-        return self.version < (3, 14)
-
-    @property
-    def warns_on_implicit_creation(self) -> bool:
-        """Whether that implicit creation emits "There is no current event loop"."""
-        v = self.version
-        return (
-            (3, 10, 9) <= v < (3, 10, 10) or (3, 11, 1) <= v < (3, 11, 2) or (3, 12) <= v < (3, 14)
-        )
-
-    @property
-    def has_child_watchers(self) -> bool:
-        """Whether policies have get_child_watcher()/set_child_watcher() (removed in 3.14)."""
-        return self.version < (3, 14) and not self.is_windows
-
-    @property
-    def tracks_set_called(self) -> bool:
-        """Whether the default policy's thread state has ``_set_called`` (removed in 3.14)."""
-        return self.version < (3, 14)
 
 
 def _lookup(module: types.ModuleType | None, *names: str) -> Any:
@@ -83,12 +77,67 @@ def _lookup(module: types.ModuleType | None, *names: str) -> Any:
     return None
 
 
+def _stock_get_event_loop(base_default: type | None) -> Callable[[Any], Any] | None:
+    """The default policy's own ``get_event_loop``, unless something replaced it already.
+
+    A test may patch the method before tracedpolicy is imported; a patch is not CPython's
+    code, and re-running CPython's code in its place would ignore it.
+    """
+    function = vars(base_default).get("get_event_loop") if base_default is not None else None
+    if not isinstance(function, types.FunctionType):
+        return None
+    if function.__qualname__ != f"{base_default.__qualname__}.get_event_loop":  # type: ignore[union-attr]
+        return None
+    return function
+
+
+def _version_rules(version: tuple[int, int, int]) -> dict[str, bool]:
+    """The behaviour the reference facts give each version: the fallback when asyncio is silent."""
+    return {
+        "creates_loops_implicitly": version < (3, 14),
+        "warns_on_implicit_creation": (
+            (3, 10, 9) <= version < (3, 10, 10)
+            or (3, 11, 1) <= version < (3, 11, 2)
+            or (3, 12) <= version < (3, 14)
+        ),
+        "has_child_watchers": version < (3, 14),
+        "tracks_set_called": version < (3, 14),
+    }
+
+
+def _behaviour(
+    version: tuple[int, int, int],
+    abstract: type | None,
+    base_default: type | None,
+    stock_get: Callable[[Any], Any] | None,
+    is_windows: bool,
+) -> dict[str, bool]:
+    """Read each behaviour from asyncio's own classes; the version decides what they cannot.
+
+    The default ``get_event_loop`` names ``new_event_loop`` only where it creates implicitly,
+    and ``warn`` / ``DeprecationWarning`` only where that creation warns; ``_set_called`` is a
+    class attribute of the thread state where it exists; child watchers are methods.
+    """
+    rules = _version_rules(version)
+    if stock_get is not None:
+        names = stock_get.__code__.co_names
+        rules["creates_loops_implicitly"] = "new_event_loop" in names
+        rules["warns_on_implicit_creation"] = "warn" in names and "DeprecationWarning" in names
+    local = vars(base_default).get("_Local") if base_default is not None else None
+    if isinstance(local, type):
+        rules["tracks_set_called"] = hasattr(local, "_set_called")
+    if abstract is not None:
+        rules["has_child_watchers"] = hasattr(abstract, "get_child_watcher")
+    rules["has_child_watchers"] = rules["has_child_watchers"] and not is_windows
+    return rules
+
+
 def resolve(
     version: tuple[int, int, int] | None = None,
     asyncio_module: types.ModuleType = asyncio,
     platform: str = sys.platform,
 ) -> AsyncioPolicyApi:
-    """Describe the policy API of ``asyncio_module`` as Python ``version`` shapes it.
+    """Describe the policy API of ``asyncio_module``, read from it; ``version`` fills the gaps.
 
     Private (3.14) names are preferred and public ones are the fallback, so the same code finds
     ``events._AbstractEventLoopPolicy`` on 3.14 and ``events.AbstractEventLoopPolicy`` before.
@@ -99,13 +148,14 @@ def resolve(
     events = _lookup(asyncio_module, "events")
     platform_events = _lookup(asyncio_module, "windows_events" if is_windows else "unix_events")
     default_policy = _lookup(platform_events, "_DefaultEventLoopPolicy", "DefaultEventLoopPolicy")
+    abstract = _lookup(events, "_AbstractEventLoopPolicy", "AbstractEventLoopPolicy")
+    base_default = _lookup(events, "_BaseDefaultEventLoopPolicy", "BaseDefaultEventLoopPolicy")
+    stock_get = _stock_get_event_loop(base_default)
     return AsyncioPolicyApi(
         version=version,
         is_windows=is_windows,
-        abstract_policy=_lookup(events, "_AbstractEventLoopPolicy", "AbstractEventLoopPolicy"),
-        base_default_policy=_lookup(
-            events, "_BaseDefaultEventLoopPolicy", "BaseDefaultEventLoopPolicy"
-        ),
+        abstract_policy=abstract,
+        base_default_policy=base_default,
         default_policy=default_policy,
         windows_selector_policy=_lookup(
             platform_events, "_WindowsSelectorEventLoopPolicy", "WindowsSelectorEventLoopPolicy"
@@ -122,6 +172,8 @@ def resolve(
         or _lookup(platform_events, "SelectorEventLoop"),
         get_policy=_lookup(events, "_get_event_loop_policy", "get_event_loop_policy"),
         set_policy=_lookup(events, "_set_event_loop_policy", "set_event_loop_policy"),
+        stock_get_event_loop=stock_get,
+        **_behaviour(version, abstract, base_default, stock_get, is_windows),
     )
 
 
