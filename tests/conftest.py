@@ -28,6 +28,7 @@ def restore_process_policy() -> Iterator[None]:
     assert RUNNING.get_policy is not None and RUNNING.set_policy is not None
     before = RUNNING.get_policy()
     yield
+    tracedpolicy.uninstrument()
     tracedpolicy.uninstall()
     RUNNING.set_policy(before)
 
@@ -53,19 +54,22 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
 
-    def spans(self, policy: str) -> list[ReadableSpan]:
-        """Finished spans about ``policy`` (a label), in the order they ended."""
+    def spans(self, creator: str) -> list[ReadableSpan]:
+        """Finished spans about ``creator`` (a policy, factory or loop class label), in order."""
         return [
             span
             for span in self.exporter.get_finished_spans()
-            if (span.attributes or {}).get("asyncio.policy.class") == policy
-            or (span.attributes or {}).get("asyncio.loop_factory.name") == policy
+            if (span.attributes or {}).get("asyncio.loop.creator") == creator
         ]
 
     def points(
-        self, name: str, policy: str | None = None
+        self, name: str, creator: str | None = None
     ) -> dict[tuple[tuple[str, Any], ...], Any]:
-        """An instrument's data points: attributes -> value (histograms: count, sum, buckets)."""
+        """An instrument's data points: attributes -> value (histograms: count, sum, buckets).
+
+        With ``creator``, only the points whose ``creator`` (or, for policy calls, ``policy``)
+        label is that.
+        """
         found: dict[tuple[tuple[str, Any], ...], Any] = {}
         data = self.reader.get_metrics_data()
         for resource_metrics in data.resource_metrics if data else ():
@@ -76,7 +80,8 @@ class Telemetry:
                     point: Any
                     for point in metric.data.data_points:
                         attributes = dict(point.attributes or {})
-                        if policy is not None and attributes.get("policy") != policy:
+                        named = attributes.get("creator", attributes.get("policy"))
+                        if creator is not None and named != creator:
                             continue
                         key = tuple(sorted(attributes.items()))
                         if hasattr(point, "bucket_counts"):

@@ -13,7 +13,7 @@ import pytest
 import tracedpolicy
 from tracedpolicy import TracedLoopFactory
 from tracedpolicy._compat import RUNNING
-from tracedpolicy.recorder import recorder_for
+from tracedpolicy.recorder import LOOP_FACTORY, recorder_for
 
 from .outcomes import observe
 
@@ -43,10 +43,10 @@ def run_with(factory: Callable[[], asyncio.AbstractEventLoop]) -> asyncio.Abstra
 def test_default_factory_makes_the_platform_default_loop_and_records_it() -> None:
     factory = tracedpolicy.loop_factory()
     assert factory.base is RUNNING.default_loop_factory
-    before = recorder_for(DEFAULT_LABEL).snapshot().get("loops.created", 0)
+    before = recorder_for(DEFAULT_LABEL, LOOP_FACTORY).snapshot().get("loops.created", 0)
     loop = run_with(factory)
     assert type(loop) is RUNNING.default_loop_factory and loop.is_closed()
-    assert recorder_for(DEFAULT_LABEL).snapshot()["loops.created"] == before + 1
+    assert recorder_for(DEFAULT_LABEL, LOOP_FACTORY).snapshot()["loops.created"] == before + 1
 
 
 def test_factory_loops_never_touch_the_process_policy() -> None:
@@ -54,7 +54,7 @@ def test_factory_loops_never_touch_the_process_policy() -> None:
     before = policy._recorder.snapshot()
     run_with(tracedpolicy.loop_factory(label="tests.factory-only"))
     assert policy._recorder.snapshot() == before
-    assert recorder_for("tests.factory-only").snapshot()["loops.created"] == 1
+    assert recorder_for("tests.factory-only", LOOP_FACTORY).snapshot()["loops.created"] == 1
 
 
 def test_observers_hear_factory_loops_with_their_duration() -> None:
@@ -64,7 +64,7 @@ def test_observers_hear_factory_loops_with_their_duration() -> None:
         loop = run_with(tracedpolicy.loop_factory(label="tests.observed-factory"))
     finally:
         tracedpolicy.remove_observer(events.append)
-    assert [(e.kind, e.source, e.policy, e.loop) for e in events] == [
+    assert [(e.kind, e.origin, e.creator, e.loop) for e in events] == [
         ("new_event_loop", "loop_factory", "tests.observed-factory", loop),
         ("loop_closed", "loop_factory", "tests.observed-factory", loop),
     ]
@@ -100,13 +100,14 @@ def test_bad_base_is_a_type_error_naming_what_was_expected(bad: Any) -> None:
 def test_uvloop_run_takes_a_traced_factory() -> None:
     uvloop = pytest.importorskip("uvloop")
     factory = tracedpolicy.loop_factory(uvloop.new_event_loop)
-    before = recorder_for("uvloop.new_event_loop").snapshot().get("loops.created", 0)
+    recorder = recorder_for("uvloop.new_event_loop", LOOP_FACTORY)
+    before = recorder.snapshot().get("loops.created", 0)
     if hasattr(uvloop, "run") and sys.version_info >= (3, 11):
         loop = uvloop.run(running_loop(), loop_factory=factory)
     else:
         loop = run_with(factory)
     assert isinstance(loop, uvloop.Loop)
-    assert recorder_for("uvloop.new_event_loop").snapshot()["loops.created"] == before + 1
+    assert recorder.snapshot()["loops.created"] == before + 1
 
 
 #: Hides the policy system the way CPython main (3.16) has removed it, then uses tracedpolicy.
@@ -141,7 +142,7 @@ else:
     loop = factory()
     print(loop.run_until_complete(main()))
     loop.close()
-print(tracedpolicy.snapshot()["no-policies"]["loops.created"])
+print(tracedpolicy.snapshot()["loop_factory no-policies"]["loops.created"])
 for call in (tracedpolicy.install, tracedpolicy.TracedEventLoopPolicy,
              lambda: tracedpolicy.traced(object())):
     try:

@@ -18,12 +18,13 @@ from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.loops import REGISTRY, class_name
 
+from .counts import leak_counts, loop_counts, recorder_named
+
 DefaultPolicy: Any = RUNNING.default_policy
 
 
-def counts(label: str) -> dict[str, int]:
-    snapshot = tracedpolicy.snapshot()[label]
-    return {key: snapshot[key] for key in ("loops.created", "loops.closed", "loops.open")}
+counts = loop_counts
+leaks = leak_counts
 
 
 def test_a_close_is_seen_at_once_and_twice_counts_once() -> None:
@@ -46,7 +47,7 @@ def test_an_abandoned_loop_is_not_counted_as_closed() -> None:
         del loop  # BaseEventLoop.__del__ closes it; that is no close of the user's
         gc.collect()
     assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
-    stats = tracedpolicy.recorder.recorder_for(label).loop_classes()
+    stats = recorder_named(label).loop_classes()
     assert [s.leaked["gc_unclosed"].value for s in stats.values()] == [1]
 
 
@@ -81,7 +82,7 @@ def test_a_close_no_hook_can_see_is_found_when_metrics_are_collected(
 ) -> None:
     label = "tests.loops.unhookable"
     loop = tracedpolicy.loop_factory(ImmutableLoop, label=label)()
-    record = REGISTRY.record_for(loop, label, tracked=True)
+    record = REGISTRY.record_for(loop, "loop_factory", label, tracked=True)
     assert record is not None and not record.close_hooked
     loop.close()
     assert counts(label)["loops.closed"] == 0  # nothing saw it yet
@@ -113,9 +114,9 @@ def test_records_describe_where_and_when_a_loop_was_made() -> None:
     policy = TracedEventLoopPolicy(DefaultPolicy(), label="tests.loops.record")
     loop = policy.new_event_loop()
     try:
-        record = REGISTRY.record_for(loop, "ignored", tracked=False)
+        record = REGISTRY.record_for(loop, "policy", "ignored", tracked=False)
         assert record is not None
-        assert (record.policy, record.loop_class, record.thread_name) == (
+        assert (record.creator, record.loop_class, record.thread_name) == (
             "tests.loops.record",
             class_name(type(loop)),
             "MainThread",
@@ -126,11 +127,6 @@ def test_records_describe_where_and_when_a_loop_was_made() -> None:
         loop.close()
     assert record not in REGISTRY.open_records()
     assert record.closed_monotonic is not None
-
-
-def leaks(label: str) -> dict[str, int]:
-    (stats,) = tracedpolicy.recorder.recorder_for(label).loop_classes().values()
-    return {reason: counter.value for reason, counter in stats.leaked.items()}
 
 
 def line_of(marker: str) -> int:
@@ -194,7 +190,7 @@ def test_a_loop_kept_alive_after_its_thread_ended_is_a_thread_exit_leak() -> Non
     thread.join()
     gc.collect()
     assert leaks(label)["thread_exit"] == 1
-    (record,) = [r for r in REGISTRY.open_records() if r.policy == label]
+    (record,) = [r for r in REGISTRY.open_records() if r.creator == label]
     assert record.leaked == "thread_exit" and record.set_on == {}
     kept[0].close()  # a leak stays a leak: closing it later counts no close
     assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
@@ -298,7 +294,7 @@ def test_the_creation_stack_is_bounded_by_its_option() -> None:
         loop = TracedEventLoopPolicy(DefaultPolicy(), label="tests.loops.stack").new_event_loop()
     finally:
         REGISTRY.stack_depth = 0
-    record = REGISTRY.record_for(loop, "ignored", tracked=False)
+    record = REGISTRY.record_for(loop, "policy", "ignored", tracked=False)
     loop.close()
     assert record is not None and record.site is not None
     assert record.site.function == "test_the_creation_stack_is_bounded_by_its_option"
@@ -318,7 +314,7 @@ def test_uvloop_loops_are_closed_leaked_and_sited_like_asyncios() -> None:
     assert counts(label) == {"loops.created": 2, "loops.closed": 1, "loops.open": 0}
     assert leaks(label) == {"gc_unclosed": 1, "thread_exit": 0, "open_at_exit": 0}
     kept = factory()
-    (record,) = [r for r in tracedpolicy.open_loops() if r.policy == label]
+    (record,) = [r for r in tracedpolicy.open_loops() if r.creator == label]
     assert record.site is not None and record.site.filename == __file__
     assert record.loop_class == "uvloop.Loop"
     kept.close()

@@ -57,8 +57,13 @@ def test_creation_set_and_miss_spans_have_exact_names_and_attributes(
     assert all(span.kind is SpanKind.INTERNAL for span in spans)
     assert {span.instrumentation_scope.name for span in spans} == {"tracedpolicy"}  # type: ignore[union-attr]
     main = {"thread.id": threading.get_ident(), "thread.name": "MainThread"}
-    on_loop = {
+    of_policy = {
+        "asyncio.loop.origin": "policy",
+        "asyncio.loop.creator": label,
         "asyncio.policy.class": label,
+    }
+    on_loop = {
+        **of_policy,
         "asyncio.loop.class": class_name(type(loop)),
         "asyncio.loop.id": attributes(spans[0])["asyncio.loop.id"],
         **main,
@@ -66,7 +71,7 @@ def test_creation_set_and_miss_spans_have_exact_names_and_attributes(
     assert attributes(spans[0]) == on_loop
     assert attributes(spans[1]) == {**on_loop, "asyncio.policy.action": "set"}
     assert attributes(spans[2]) == {
-        "asyncio.policy.class": label,
+        **of_policy,
         "asyncio.policy.action": "clear",
         **main,
     }
@@ -153,7 +158,7 @@ def test_asyncio_run_counts_one_loop_created_set_cleared_and_closed(
         return class_name(type(asyncio.get_running_loop()))
 
     loop_class = asyncio.run(main())
-    on_loop = (("loop_class", loop_class), ("policy", label))
+    on_loop = (("creator", label), ("loop_class", loop_class), ("origin", "policy"))
     assert telemetry.points("asyncio.loop.created", label) == {on_loop: 1}
     assert telemetry.points("asyncio.loop.closed", label) == {on_loop: 1}
     assert telemetry.points("asyncio.loop.open", label) == {on_loop: 0}
@@ -182,7 +187,12 @@ def test_loop_factory_loops_get_their_own_span_name_and_metrics(telemetry: Telem
     assert span.name == "asyncio.loop_factory.new_event_loop"
     assert attributes(span)["asyncio.loop_factory.name"] == label
     assert attributes(span)["asyncio.loop.class"] == class_name(type(loop))
-    on_loop = (("loop_class", class_name(type(loop))), ("policy", label))
+    assert attributes(span)["asyncio.loop.origin"] == "loop_factory"
+    on_loop = (
+        ("creator", label),
+        ("loop_class", class_name(type(loop))),
+        ("origin", "loop_factory"),
+    )
     assert telemetry.points("asyncio.loop.created", label) == {on_loop: 1}
     assert telemetry.points("asyncio.loop.closed", label) == {on_loop: 1}
 
@@ -233,7 +243,7 @@ def test_disabled_sdk_records_nothing_and_changes_nothing(
         assert exporter.get_finished_spans() == ()
         data = reader.get_metrics_data()
         assert data is None or all(not rm.scope_metrics for rm in data.resource_metrics)
-        assert tracedpolicy.snapshot()["tests.otel.disabled"]["loops.created"] == 1
+        assert tracedpolicy.snapshot()["policy tests.otel.disabled"]["loops.created"] == 1
     finally:
         defaults = {"spans": True}
         tracedpolicy.telemetry.configure(
@@ -262,8 +272,9 @@ def test_a_leak_is_a_span_linked_to_the_loops_creation_span(telemetry: Telemetry
     assert isinstance(leak_attributes.pop("code.lineno"), int)
     assert leak_attributes == attributes(created)  # the creation span's own attributes
     on_loop = (
+        ("creator", label),
         ("loop_class", attributes(created)["asyncio.loop.class"]),
-        ("policy", label),
+        ("origin", "policy"),
         ("reason", "gc_unclosed"),
     )
     assert leaked[on_loop] == 1

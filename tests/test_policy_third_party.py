@@ -71,7 +71,7 @@ def test_tornado_any_thread_policy_creates_in_workers_and_is_recorded() -> None:
     policy = TracedEventLoopPolicy(base)
     assert not _uses_stock_get(base, RUNNING), "tornado overrides get_event_loop; run it as it is"
     recorder = policy._recorder
-    assert recorder.label == label_of(AnyThreadEventLoopPolicy)
+    assert recorder.creator == label_of(AnyThreadEventLoopPolicy)
     before = recorder.snapshot()
     got: list[Any] = []
 

@@ -100,7 +100,7 @@ def test_observers_get_every_rare_event_with_its_thread(loops: list[Any]) -> Non
         ("set_event_loop", "clear", None, "MainThread", True),
         ("get_event_loop", "miss", None, "observed-worker", False),
     ]
-    assert all(e.policy == "tests.observed" for e in events)
+    assert all((e.origin, e.creator) == ("policy", "tests.observed") for e in events)
     assert isinstance(events[-1].error, RuntimeError)
     assert events[-1].thread_id != threading.get_ident() == events[0].thread_id
 
@@ -145,7 +145,7 @@ def test_counter_reads_back_what_was_counted() -> None:
 
 def test_snapshot_lists_every_label() -> None:
     fresh_policy("tests.snapshot").new_event_loop().close()
-    assert tracedpolicy.snapshot()["tests.snapshot"]["loops.created"] == 1
+    assert tracedpolicy.snapshot()["policy tests.snapshot"]["loops.created"] == 1
 
 
 def test_a_bound_method_observer_can_be_removed(loops: list[Any]) -> None:

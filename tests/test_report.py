@@ -15,7 +15,8 @@ DefaultPolicy: Any = RUNNING.default_policy
 
 def record(loop_id: int, site: CreationSite | None, created: float, **fields: Any) -> LoopRecord:
     values: dict[str, Any] = {
-        "policy": "app.Policy",
+        "origin": "policy",
+        "creator": "app.Policy",
         "loop_class": "asyncio.unix_events._UnixSelectorEventLoop",
         "thread_id": 1,
         "thread_name": "worker-1",
@@ -40,18 +41,18 @@ def test_the_report_groups_by_site_most_loops_first_and_says_what_is_known() -> 
         "tracedpolicy: 5 open event loops from 3 creation sites\n"
         "3 loops, oldest 2m00s, app/handlers.py:42 in handle\n"
         "    class asyncio.unix_events._UnixSelectorEventLoop (2), uvloop.Loop\n"
-        "    policy app.Policy (3)\n"
+        "    made by policy app.Policy (3)\n"
         "    made in thread worker-1 (2), worker-2\n"
         "    current in thread worker-1\n"
         "    leaked: thread_exit (2)\n"
         "1 loop, oldest 16m40s, app/main.py:7 in start\n"
         "    class asyncio.unix_events._UnixSelectorEventLoop\n"
-        "    policy app.Policy\n"
+        "    made by policy app.Policy\n"
         "    made in thread MainThread\n"
         "    from app/cli.py:3 in main\n"
         "1 loop, oldest 1.0s, an unknown site\n"
         "    class asyncio.unix_events._UnixSelectorEventLoop\n"
-        "    policy app.Policy\n"
+        "    made by policy app.Policy\n"
         "    made in thread worker-3\n"
     )
 
@@ -77,7 +78,7 @@ def test_open_loops_and_the_report_follow_the_live_loops() -> None:
     policy = TracedEventLoopPolicy(DefaultPolicy(), label="tests.report.live")
     loop = policy.new_event_loop()
     policy.set_event_loop(loop)
-    mine = [r for r in tracedpolicy.open_loops() if r.policy == "tests.report.live"]
+    mine = [r for r in tracedpolicy.open_loops() if r.creator == "tests.report.live"]
     assert [r.loop for r in mine] == [loop]
     assert mine[0].set_on == {mine[0].thread_id: "MainThread"}
     text = leak_report(mine)
@@ -87,4 +88,4 @@ def test_open_loops_and_the_report_follow_the_live_loops() -> None:
     assert "    current in thread MainThread" in text
     policy.set_event_loop(None)
     loop.close()
-    assert not [r for r in tracedpolicy.open_loops() if r.policy == "tests.report.live"]
+    assert not [r for r in tracedpolicy.open_loops() if r.creator == "tests.report.live"]

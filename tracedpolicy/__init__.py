@@ -24,6 +24,7 @@ from tracedpolicy import hierarchy
 from tracedpolicy.errors import internal_errors
 from tracedpolicy.factory import TracedLoopFactory, loop_factory
 from tracedpolicy.install import install, installed, uninstall
+from tracedpolicy.instrument import instrument, instrumented, uninstrument
 from tracedpolicy.policy import TracedEventLoopPolicy, is_traced, traced
 from tracedpolicy.recorder import PolicyEvent, add_observer, remove_observer, snapshot
 from tracedpolicy.report import leak_report, open_loops
@@ -40,6 +41,8 @@ __all__ = [
     "add_observer",
     "install",
     "installed",
+    "instrument",
+    "instrumented",
     "internal_errors",
     "is_traced",
     "leak_report",
@@ -50,6 +53,7 @@ __all__ = [
     "snapshot",
     "traced",
     "uninstall",
+    "uninstrument",
 ]
 
 

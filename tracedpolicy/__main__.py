@@ -1,7 +1,8 @@
 """Command line: ``python -m tracedpolicy demo`` (the live-metrics demo) and ``run``.
 
-``python -m tracedpolicy run app.py ARGS`` (or ``run -m package``) installs a traced policy
-configured by the ``TRACEDPOLICY_*`` variables and runs the program unchanged.
+``python -m tracedpolicy run app.py ARGS`` (or ``run -m package``) turns on the whole-process
+mode (:func:`tracedpolicy.instrument`), configured by the ``TRACEDPOLICY_*`` variables, and runs
+the program unchanged.
 ``python -m tracedpolicy report http://127.0.0.1:PORT`` prints a running process's open loops.
 """
 
@@ -42,8 +43,12 @@ def _seconds(text: str) -> float:
 
 
 def run_program(target: str, arguments: list[str], as_module: bool) -> int:
-    """Install a traced policy (options from TRACEDPOLICY_*), then run ``target`` as __main__."""
-    tracedpolicy.install()
+    """Trace every loop (options from TRACEDPOLICY_*), then run ``target`` as __main__."""
+    tracedpolicy.instrument()
+    server = tracedpolicy.metrics_server()
+    if server is not None:
+        host, port = server.server_address[:2]
+        print(f"tracedpolicy: metrics on http://{host}:{port}/metrics", file=sys.stderr)
     sys.argv = [target, *arguments]
     if as_module:
         runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     run_demo.add_argument("--seconds", type=_seconds, default=None, help="stop after this long")
     run = commands.add_parser(
         "run",
-        help="run a Python program under a traced policy (zero-code; see TRACEDPOLICY_*)",
+        help="run a Python program with every event loop traced (zero-code; see TRACEDPOLICY_*)",
     )
     run.add_argument("-m", dest="module", action="store_true", help="run a module, as python -m")
     run.add_argument("target", help="the script (or, with -m, the module) to run")

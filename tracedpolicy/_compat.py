@@ -181,6 +181,14 @@ def resolve(
 RUNNING = resolve()
 
 
+def peek_policy() -> Any:
+    """The process-wide policy as asyncio holds it, None until one is made (never makes one).
+
+    ``events._event_loop_policy`` on every version that has policies.
+    """
+    return vars(asyncio.events).get("_event_loop_policy")
+
+
 def warn_no_current_event_loop() -> None:
     """Emit the default policy's "There is no current event loop" DeprecationWarning.
 

@@ -4,17 +4,25 @@
 ``uvloop.run(main(), loop_factory=f)`` never touch the policy, and CPython's main branch has
 removed policies altogether. A :class:`TracedLoopFactory` records its loops through the same
 recorder as traced policies, so they are counted either way.
+
+:func:`hook_runner` traces the factories others give ``asyncio.Runner`` (and so
+``asyncio.run``, uvicorn and ``uvloop.run``): while a runner makes its loop, its factory is
+a traced one, and the runner is left as it was afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any, Callable
 
 from tracedpolicy import telemetry
+from tracedpolicy.loops import qualified_name
+from tracedpolicy.making import make_loop
 from tracedpolicy.options import Options
-from tracedpolicy.policy import API, new_loop
-from tracedpolicy.recorder import PolicyRecorder, recorder_for
+from tracedpolicy.patching import Patch, wrap
+from tracedpolicy.policy import API
+from tracedpolicy.recorder import LOOP_FACTORY, Recorder, recorder_for
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -24,12 +32,12 @@ class TracedLoopFactory:
 
     __slots__ = ("_recorder", "base")
 
-    def __init__(self, base: LoopFactory, recorder: PolicyRecorder) -> None:
+    def __init__(self, base: LoopFactory, recorder: Recorder) -> None:
         self.base = base
         self._recorder = recorder
 
     def __call__(self) -> asyncio.AbstractEventLoop:
-        return new_loop(self.base, self._recorder, "loop_factory")
+        return make_loop(self.base, self._recorder)
 
     def __repr__(self) -> str:
         return f"<TracedLoopFactory around {self.base!r}>"
@@ -52,11 +60,48 @@ def loop_factory(base: LoopFactory | None = None, **options: Any) -> TracedLoopF
             f"asyncio.EventLoop or uvloop.new_event_loop, not {type(base).__name__!r}"
         )
     telemetry.configure(parsed, options)
-    return TracedLoopFactory(base, recorder_for(parsed.label or _label_of(base)))
+    return TracedLoopFactory(
+        base, recorder_for(parsed.label or label_of_factory(base), LOOP_FACTORY)
+    )
 
 
-def _label_of(function: Callable[..., Any]) -> str:
+def label_of_factory(function: Callable[..., Any]) -> str:
     """A class's or function's qualified name; a partial or other callable's type's."""
-    module = getattr(function, "__module__", None) or "builtins"
-    qualname = getattr(function, "__qualname__", None) or type(function).__qualname__
-    return f"{module}.{qualname}"
+    return qualified_name(function)
+
+
+_lock = threading.Lock()
+_runner_patch: Patch | None = None
+
+
+def _lazy_init(
+    wrapped: Callable[..., Any], runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``asyncio.Runner._lazy_init`` with the runner's factory traced while it runs."""
+    factory = getattr(runner, "_loop_factory", None)
+    if _runner_patch is None or factory is None or isinstance(factory, TracedLoopFactory):
+        return wrapped(*args, **kwargs)  # no factory: the runner asks the (traced) policy
+    recorder = recorder_for(label_of_factory(factory), LOOP_FACTORY)
+    runner._loop_factory = TracedLoopFactory(factory, recorder)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        runner._loop_factory = factory
+
+
+def hook_runner() -> None:
+    """Trace the loop factory of every ``asyncio.Runner`` from now on (3.11+; idempotent)."""
+    global _runner_patch
+    runner_class = getattr(asyncio, "Runner", None)
+    with _lock:
+        if _runner_patch is None and runner_class is not None:
+            _runner_patch = wrap(runner_class, "_lazy_init", _lazy_init)
+
+
+def unhook_runner() -> None:
+    """Put ``asyncio.Runner`` back as it was (idempotent)."""
+    global _runner_patch
+    with _lock:
+        patch, _runner_patch = _runner_patch, None
+    if patch is not None:
+        patch.undo()

@@ -38,13 +38,25 @@ THREAD_EXIT = "thread_exit"
 OPEN_AT_EXIT = "open_at_exit"
 LEAK_REASONS = (GC_UNCLOSED, THREAD_EXIT, OPEN_AT_EXIT)
 
-#: Frames of these packages are not a creation site: the user's call into them is.
-SKIPPED_PACKAGES = ("tracedpolicy", "asyncio", "uvloop")
+#: Frames of these packages are not a creation site: the user's call into them is. (wrapt
+#: carries the construction hooks; its frames exist only without its C extension.)
+SKIPPED_PACKAGES = ("tracedpolicy", "asyncio", "uvloop", "wrapt")
+
+
+def qualified_name(thing: Any) -> str:
+    """A class's or function's module and qualified name: a bounded label value.
+
+    Scopes a name was defined in (``__getattr__.<locals>.`` where uvloop and tornado build
+    their policy classes on first use) are left out: ``uvloop.EventLoopPolicy``.
+    """
+    module = getattr(thing, "__module__", None) or "builtins"
+    qualname = getattr(thing, "__qualname__", None) or type(thing).__qualname__
+    return f"{module}.{qualname.rpartition('<locals>.')[2]}"
 
 
 def class_name(cls: type) -> str:
     """A class's qualified name with its module: the bounded ``loop_class`` label value."""
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return qualified_name(cls)
 
 
 class CreationSite(NamedTuple):
@@ -67,10 +79,28 @@ def _skipped(frame: Any) -> bool:
     return module not in USER_MODULES and module.partition(".")[0] in SKIPPED_PACKAGES
 
 
-def capture_site(depth: int = 0) -> tuple[CreationSite | None, tuple[str, ...]]:
-    """The caller's creation site, and up to ``depth`` more frames above it (outermost last)."""
+def _constructing(frame: Any, loop: object) -> bool:
+    """Whether ``frame`` is an ``__init__`` of ``loop`` itself (a loop subclass's own)."""
+    code = frame.f_code
+    return (
+        code.co_name == "__init__"
+        and code.co_argcount > 0
+        and frame.f_locals.get(code.co_varnames[0]) is loop
+    )
+
+
+def capture_site(
+    depth: int = 0, loop: object = None
+) -> tuple[CreationSite | None, tuple[str, ...]]:
+    """The caller's creation site, and up to ``depth`` more frames above it (outermost last).
+
+    With ``loop``, the ``__init__`` frames of that loop are skipped too: a user's loop subclass
+    is made where it is called, not where its ``__init__`` calls ``super().__init__()``.
+    """
     frame: Any = sys._getframe(1)
-    while frame is not None and _skipped(frame):
+    while frame is not None and (
+        _skipped(frame) or (loop is not None and _constructing(frame, loop))
+    ):
         frame = frame.f_back
     if frame is None:
         return None, ()
@@ -89,7 +119,10 @@ class LoopRecord:
     """What is known about one loop."""
 
     loop_id: int
-    policy: str
+    origin: str
+    """``policy``, ``loop_factory`` or ``constructor``: how it was made."""
+    creator: str
+    """What made it: the policy's class, the factory, the loop class (or a chosen label)."""
     loop_class: str
     thread_id: int
     """The thread that made it (or first handed it to tracedpolicy)."""
@@ -99,8 +132,6 @@ class LoopRecord:
     created_monotonic: float
     tracked: bool
     """Made through tracedpolicy, so counted as created, closed, leaked and open."""
-    source: str = "policy"
-    """``policy``, or ``loop_factory`` for loops from :func:`tracedpolicy.loop_factory`."""
     site: CreationSite | None = None
     stack: tuple[str, ...] = ()
     """Frames above the site, outermost last, when a deeper stack was asked for."""
@@ -119,6 +150,11 @@ class LoopRecord:
     @property
     def closed(self) -> bool:
         return self.closed_monotonic is not None
+
+    @property
+    def made_by(self) -> str:
+        """Origin and creator, as leak lines and reports show them."""
+        return f"{self.origin} {self.creator}"
 
     @property
     def loop(self) -> Loop | None:
@@ -160,25 +196,25 @@ class LoopRegistry:
         self.leaked_listeners: list[Callable[[LoopRecord, str], None]] = []
         self.inherited_listeners: list[Callable[[LoopRecord], None]] = []
 
-    def record_for(
-        self, loop: Loop, policy: str, tracked: bool, source: str = "policy"
-    ) -> LoopRecord | None:
+    def record_for(self, loop: Loop, origin: str, creator: str, tracked: bool) -> LoopRecord | None:
         """The loop's record, made on first sight; None for a loop that takes no weakref."""
         key = id(loop)
         record = self._records.get(key)
         if record is not None and record.loop is loop:
+            if tracked and not record.tracked:
+                self._track(record, loop, origin, creator)
             return record
-        site, stack = capture_site(self.stack_depth) if tracked else (None, ())
+        site, stack = capture_site(self.stack_depth, loop) if tracked else (None, ())
         record = LoopRecord(
             loop_id=next(self._ids),
-            policy=policy,
+            origin=origin,
+            creator=creator,
             loop_class=class_name(type(loop)),
             thread_id=threading.get_ident(),
             thread_name=threading.current_thread().name,
             created_at=time.time(),
             created_monotonic=time.monotonic(),
             tracked=tracked,
-            source=source,
             site=site,
             stack=stack,
         )
@@ -192,6 +228,13 @@ class LoopRegistry:
             record.close_hooked = _hook_close(loop)
         return record
 
+    def _track(self, record: LoopRecord, loop: Loop, origin: str, creator: str) -> None:
+        """A loop first handed to tracedpolicy (set) turns out to be made by a traced layer."""
+        record.origin, record.creator = origin, creator
+        record.site, record.stack = capture_site(self.stack_depth, loop)
+        record.tracked = True
+        record.close_hooked = _hook_close(loop)
+
     def last_id(self) -> int:
         """The id of the newest record: a loop seen after this call gets a larger one."""
         return int(repr(self._ids)[len("count(") : -1]) - 1
@@ -200,6 +243,11 @@ class LoopRegistry:
         """Whether ``loop`` has a record (it was made by or handed to tracedpolicy)."""
         record = self._records.get(id(loop))
         return record is not None and record.loop is loop
+
+    def tracks(self, loop: Loop) -> bool:
+        """Whether ``loop`` was made through tracedpolicy (counted as created already)."""
+        record = self._records.get(id(loop))
+        return record is not None and record.tracked and record.loop is loop
 
     def records(self) -> list[LoopRecord]:
         with self._lock:

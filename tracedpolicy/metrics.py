@@ -15,9 +15,11 @@ from typing import Any
 from tracedpolicy.errors import internal_errors
 from tracedpolicy.loops import LEAK_REASONS
 from tracedpolicy.loops import REGISTRY as LOOPS
-from tracedpolicy.recorder import recorders
+from tracedpolicy.recorder import POLICY, policy_replacements, recorders
 
-LOOP_LABELS = ("policy", "loop_class")
+#: Where each loop came from (origin: policy, loop_factory or constructor; creator: the policy's
+#: class, the factory or the loop class) and what it is.
+LOOP_LABELS = ("origin", "creator", "loop_class")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ LOOPS_CREATED = Metric(
     "asyncio_loop_created",
     "counter",
     "{loop}",
-    "Event loops made through traced policies and loop factories.",
+    "Event loops made through traced policies, loop factories and loop constructors.",
     LOOP_LABELS,
 )
 LOOPS_CLOSED = Metric(
@@ -95,7 +97,7 @@ CREATION_DURATION = Metric(
     "asyncio_policy_new_event_loop_duration_seconds",
     "histogram",
     "s",
-    "How long the base policy or factory took to make an event loop.",
+    "How long the base policy, factory or constructor took to make an event loop.",
     LOOP_LABELS,
 )
 INTERNAL_ERRORS = Metric(
@@ -105,6 +107,15 @@ INTERNAL_ERRORS = Metric(
     "{error}",
     "Failures of tracedpolicy's own telemetry; policy calls were unaffected.",
     ("kind",),
+)
+
+POLICY_REPLACED = Metric(
+    "tracedpolicy.policy.replaced",
+    "tracedpolicy_policy_replaced",
+    "counter",
+    "{policy}",
+    "Times the traced process-wide policy was replaced (outside the whole-process mode).",
+    ("policy",),
 )
 
 ALL = (
@@ -117,6 +128,7 @@ ALL = (
     SET_CALLS,
     CREATION_DURATION,
     INTERNAL_ERRORS,
+    POLICY_REPLACED,
 )
 
 
@@ -126,22 +138,32 @@ def samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
         for kind, value in internal_errors().items():
             yield {"kind": kind}, value
         return
+    if metric is POLICY_REPLACED:
+        for policy, value in policy_replacements().items():
+            yield {"policy": policy}, value
+        return
     if metric in (LOOPS_CLOSED, LOOPS_OPEN, LOOPS_LEAKED):
         LOOPS.sweep()  # closes no hook could see, and leaks queued since the last look
     for recorder in recorders():
-        policy = recorder.label
-        if metric is GET_CALLS:
-            for result in ("hit", "created", "miss"):
-                value = recorder.call_count(f"get_event_loop.{result}")
-                yield {"policy": policy, "result": result}, value
-            continue
-        if metric is SET_CALLS:
-            for action in ("set", "clear"):
-                value = recorder.call_count(f"set_event_loop.{action}")
-                yield {"policy": policy, "action": action}, value
+        if metric in (GET_CALLS, SET_CALLS):
+            if recorder.origin != POLICY:
+                continue  # only policies are called for loops
+            policy = recorder.creator
+            if metric is GET_CALLS:
+                for result in ("hit", "created", "miss"):
+                    value = recorder.call_count(f"get_event_loop.{result}")
+                    yield {"policy": policy, "result": result}, value
+            else:
+                for action in ("set", "clear"):
+                    value = recorder.call_count(f"set_event_loop.{action}")
+                    yield {"policy": policy, "action": action}, value
             continue
         for loop_class, stats in recorder.loop_classes().items():
-            labels = {"policy": policy, "loop_class": loop_class}
+            labels = {
+                "origin": recorder.origin,
+                "creator": recorder.creator,
+                "loop_class": loop_class,
+            }
             if metric is LOOPS_LEAKED:
                 for reason in LEAK_REASONS:
                     yield {**labels, "reason": reason}, stats.leaked[reason].value

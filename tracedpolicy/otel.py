@@ -23,10 +23,15 @@ from tracedpolicy import recorder
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.metrics import ALL, CREATION_DURATION, LOOP_LIFETIME, Metric, samples
 from tracedpolicy.recorder import (
+    CONSTRUCTOR,
     GET_EVENT_LOOP,
     LOOP_CLOSED,
+    LOOP_FACTORY,
     LOOP_LEAKED,
     NEW_EVENT_LOOP,
+    ORIGINS,
+    POLICY,
+    SET_EVENT_LOOP,
     Operation,
     PolicyEvent,
 )
@@ -35,24 +40,28 @@ from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS
 INSTRUMENTATION_NAME = "tracedpolicy"
 
 SPAN_NAMES = {
-    ("policy", "new_event_loop"): "asyncio.policy.new_event_loop",
-    ("policy", "get_event_loop"): "asyncio.policy.get_event_loop",
-    ("policy", "set_event_loop"): "asyncio.policy.set_event_loop",
-    ("loop_factory", "new_event_loop"): "asyncio.loop_factory.new_event_loop",
-    ("policy", "loop_leaked"): "asyncio.loop.leak",
-    ("loop_factory", "loop_leaked"): "asyncio.loop.leak",
+    (POLICY, NEW_EVENT_LOOP): "asyncio.policy.new_event_loop",
+    (POLICY, GET_EVENT_LOOP): "asyncio.policy.get_event_loop",
+    (POLICY, SET_EVENT_LOOP): "asyncio.policy.set_event_loop",
+    (LOOP_FACTORY, NEW_EVENT_LOOP): "asyncio.loop_factory.new_event_loop",
+    (CONSTRUCTOR, NEW_EVENT_LOOP): "asyncio.loop.create",
+    **{(origin, LOOP_LEAKED): "asyncio.loop.leak" for origin in ORIGINS},
 }
+
+#: The attribute that also names the creator, by origin (a constructor's is the loop class).
+_CREATOR_ATTRIBUTES = {POLICY: "asyncio.policy.class", LOOP_FACTORY: "asyncio.loop_factory.name"}
 
 
 def span_attributes(event: PolicyEvent) -> dict[str, Any]:
     """The attributes of a span about ``event``."""
     attributes: dict[str, Any] = {
-        "asyncio.policy.class" if event.source == "policy" else "asyncio.loop_factory.name": (
-            event.policy
-        ),
+        "asyncio.loop.origin": event.origin,
+        "asyncio.loop.creator": event.creator,
         "thread.id": event.thread_id,
         "thread.name": event.thread_name,
     }
+    if event.origin in _CREATOR_ATTRIBUTES:
+        attributes[_CREATOR_ATTRIBUTES[event.origin]] = event.creator
     if event.loop_class is not None:
         attributes["asyncio.loop.class"] = event.loop_class
     if event.loop_id is not None:
@@ -89,7 +98,7 @@ class SpanHook:
         if not self._enabled():
             return None
         span = self.tracer.start_span(
-            SPAN_NAMES[(operation.source, operation.kind)], kind=SpanKind.INTERNAL
+            SPAN_NAMES[(operation.recorder.origin, operation.kind)], kind=SpanKind.INTERNAL
         )
         if operation.kind != GET_EVENT_LOOP:
             return span, None  # a leaf: nothing nests under new or set
@@ -106,7 +115,7 @@ class SpanHook:
             # A leak links to its loop's creation span, which may be in another trace.
             creation = event.record.span_context if event.record is not None else None
             span: Any = self.tracer.start_span(
-                SPAN_NAMES[(event.source, event.kind)],
+                SPAN_NAMES[(event.origin, event.kind)],
                 kind=SpanKind.INTERNAL,
                 start_time=event.start_ns,
                 links=[trace.Link(creation)] if creation is not None else None,
@@ -179,7 +188,11 @@ class Instruments:
         """Record the histograms of a loop made or closed (an observer of the recorder)."""
         if not self.active or event.duration is None or event.loop_class is None:
             return
-        attributes = {"policy": event.policy, "loop_class": event.loop_class}
+        attributes = {
+            "origin": event.origin,
+            "creator": event.creator,
+            "loop_class": event.loop_class,
+        }
         try:
             if event.kind == NEW_EVENT_LOOP:
                 self.creation.record(event.duration, attributes)

@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from tracedpolicy import _compat, telemetry
 from tracedpolicy._compat import AsyncioPolicyApi
-from tracedpolicy.errors import record_internal_error
-from tracedpolicy.loops import REGISTRY
+from tracedpolicy.loops import REGISTRY, qualified_name
+from tracedpolicy.making import begin_outer, end_outer, make_loop, record_strays
 from tracedpolicy.options import Options
 from tracedpolicy.recorder import (
     GET_EVENT_LOOP,
     NEW_EVENT_LOOP,
+    POLICY,
     SET_EVENT_LOOP,
-    PolicyRecorder,
+    Recorder,
     recorder_for,
     thread_state,
 )
@@ -51,7 +52,7 @@ PolicyT = TypeVar("PolicyT")
 
 def label_of(cls: type) -> str:
     """The ``policy`` label of a class: its qualified name, bounded by the classes in use."""
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return qualified_name(cls)
 
 
 def is_traced(policy: object) -> bool:
@@ -82,9 +83,7 @@ def _uses_stock_get(policy: Any, api: AsyncioPolicyApi) -> bool:
     )
 
 
-def _get_from_stock(
-    outer: Any, holder: Any, recorder: PolicyRecorder, api: AsyncioPolicyApi
-) -> Loop:
+def _get_from_stock(outer: Any, holder: Any, recorder: Recorder, api: AsyncioPolicyApi) -> Loop:
     """CPython's default ``get_event_loop`` past a hit, with ``outer`` as its ``self``."""
     with recorder.operation(GET_EVENT_LOOP) as op:
         local = holder._local
@@ -111,60 +110,48 @@ def _get_from_stock(
 
 
 def _get_from_opaque(
-    inner_get: Callable[[], Loop], recorder: PolicyRecorder, hit_span_rate: float, owner: Any
+    inner_get: Callable[[], Loop], recorder: Recorder, hit_span_rate: float, owner: Any
 ) -> Loop:
-    """Call a base's own ``get_event_loop`` and classify what it did afterwards."""
+    """Call a base's own ``get_event_loop`` and classify what it did afterwards.
+
+    A loop the base constructs meanwhile is this policy's creation (its layer is the outer one).
+    """
     creations_before = thread_state.creations
     start_ns = time.time_ns()
+    making = begin_outer()
     try:
         loop = inner_get()
     except RuntimeError as error:
-        _after_the_fact(recorder, GET_EVENT_LOOP, "miss", None, start_ns, error)
+        end_outer(making)
+        recorder.record_after(GET_EVENT_LOOP, "miss", None, start_ns, error)
+        record_strays(making, None)
         raise
-    if not REGISTRY.knows(loop):
-        # The base made it with its own new_event_loop, which no traced one saw.
-        _after_the_fact(recorder, NEW_EVENT_LOOP, None, loop, start_ns)
-        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
+    end_outer(making)
+    if not REGISTRY.tracks(loop):
+        # The base made it with its own new_event_loop, which no traced one recorded.
+        recorder.record_after(NEW_EVENT_LOOP, None, loop, start_ns)
+        recorder.record_after(GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
     elif thread_state.creations != creations_before:
-        _after_the_fact(recorder, GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
+        recorder.record_after(GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
     else:
         recorder.count_hit()
         _maybe_span_hit(recorder, loop, hit_span_rate)
+    record_strays(making, loop)
     return loop
-
-
-def _after_the_fact(
-    recorder: PolicyRecorder,
-    kind: str,
-    result: str | None,
-    loop: Loop | None,
-    start_ns: int,
-    error: BaseException | None = None,
-    owner: Any = None,
-) -> None:
-    """Record a call that already happened (no span could be open around it)."""
-    try:
-        op = recorder.operation(kind)
-        op.result, op.loop, op.start_ns, op.measured = result, loop, start_ns, False
-        op.owner = id(owner)
-    except Exception as failure:
-        record_internal_error("recorder", failure)
-        return
-    op.finish(error)
 
 
 #: Draws the hit-span sample; its own generator, so the SDK's id draws do not shift it.
 HIT_SAMPLER = random.Random()
 
 
-def _maybe_span_hit(recorder: PolicyRecorder, loop: Loop, rate: float) -> None:
+def _maybe_span_hit(recorder: Recorder, loop: Loop, rate: float) -> None:
     """Give a hit its span when hit spans are on and the sample says so."""
     if rate and (rate >= 1.0 or HIT_SAMPLER.random() < rate):
-        _after_the_fact(recorder, GET_EVENT_LOOP, "hit", loop, time.time_ns())
+        recorder.record_after(GET_EVENT_LOOP, "hit", loop, time.time_ns())
 
 
 def _set(
-    inner_set: Callable[[Loop | None], None], loop: Any, recorder: PolicyRecorder, owner: Any
+    inner_set: Callable[[Loop | None], None], loop: Any, recorder: Recorder, owner: Any
 ) -> None:
     """Set through the base (its checks, errors and side effects), recorded as it runs."""
     with recorder.operation(SET_EVENT_LOOP) as op:
@@ -173,16 +160,8 @@ def _set(
         op.loop = loop
 
 
-def new_loop(inner_new: Callable[[], Loop], recorder: PolicyRecorder, source: str) -> Loop:
-    """Make a loop through the base, timed and recorded, in a span when spans are on."""
-    with recorder.operation(NEW_EVENT_LOOP, source) as op:
-        loop = inner_new()
-        op.loop = loop
-    return loop
-
-
 def _fast_get(
-    outer: Any, base: Any, recorder: PolicyRecorder, api: AsyncioPolicyApi
+    outer: Any, base: Any, recorder: Recorder, api: AsyncioPolicyApi
 ) -> Callable[[], Loop]:
     """The wrapper's ``get_event_loop``, as a closure over what it reads.
 
@@ -240,7 +219,7 @@ class TracedEventLoopPolicy(_PolicyBase):
         else:
             base = cast(Callable[[], Any], _api.default_policy)()
         telemetry.configure(parsed, options)
-        recorder = recorder_for(parsed.label or label_of(type(base)))
+        recorder = recorder_for(parsed.label or label_of(type(base)), POLICY)
         own = object.__setattr__
         own(self, "_api", _api)
         own(self, "_base", base)
@@ -278,7 +257,7 @@ class TracedEventLoopPolicy(_PolicyBase):
         _set(self._base.set_event_loop, loop, self._recorder, self)
 
     def new_event_loop(self) -> Loop:
-        return new_loop(self._base.new_event_loop, self._recorder, "policy")
+        return make_loop(self._base.new_event_loop, self._recorder)
 
     if API.has_child_watchers:
         # Properties, not methods: the base's bound method is returned and called directly, so
@@ -358,7 +337,7 @@ def traced_subclass(
     """
     given = dict(given or {})
     options = Options.parse("traced()", given)
-    recorder = recorder_for(options.label or label_of(cls))
+    recorder = recorder_for(options.label or label_of(cls), POLICY)
     subclass: type  # made last; the methods below look it up when called
     hits = recorder.hits.tick
     hit_span_rate = options.hit_span_rate
@@ -380,7 +359,7 @@ def traced_subclass(
         _set(parent(self).set_event_loop, loop, recorder, self)
 
     def new_event_loop(self: Any) -> Loop:
-        return new_loop(parent(self).new_event_loop, recorder, "policy")
+        return make_loop(parent(self).new_event_loop, recorder)
 
     @functools.wraps(cast(Any, cls).__init__)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:

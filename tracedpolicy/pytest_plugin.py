@@ -68,7 +68,7 @@ class LoopLeakChecker:
         self.reported: set[int] = set()
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        tracedpolicy.install(prometheus=False)
+        tracedpolicy.instrument(prometheus=False)
         tracedpolicy.add_observer(self._remember_collected_leak)
         self.session_start = REGISTRY.last_id()
 
@@ -80,7 +80,7 @@ class LoopLeakChecker:
         if left:
             session.config.stash[_LEFT_AT_END] = left
         tracedpolicy.remove_observer(self._remember_collected_leak)
-        tracedpolicy.uninstall()
+        tracedpolicy.uninstrument()
 
     def _remember_collected_leak(self, event: tracedpolicy.PolicyEvent) -> None:
         if event.kind == "loop_leaked" and event.record is not None and event.record.loop is None:

@@ -1,8 +1,10 @@
 """The one place every traced policy call and every traced loop creation is recorded.
 
-A :class:`PolicyRecorder` exists per policy label (the base policy's class, or a name the user
-chose), so label cardinality is bounded by the policy classes in use, not by policies, loops or
-threads. It keeps exact aggregates (:mod:`tracedpolicy.stats`) that exporters read when they
+A :class:`Recorder` exists per *origin* (how loops were made: by a ``policy``, a
+``loop_factory``, or a ``constructor`` called directly) and *creator* (what was called: the
+policy's class, the factory, the loop class; or a name the user chose), so label cardinality is
+bounded by the classes and factories in use, not by policies, loops or threads. It keeps
+exact aggregates (:mod:`tracedpolicy.stats`) that exporters read when they
 collect. A get that finds a loop (a "hit", the hot path) only bumps a counter; the rare calls
 (loop creation, set, implicit creation, a miss) run as an :class:`Operation`, which a span hook
 (OpenTelemetry) can wrap in a span and which observers hear about as a :class:`PolicyEvent`.
@@ -27,6 +29,13 @@ from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS, Counter, Hist
 
 Loop = asyncio.AbstractEventLoop
 
+#: Where a loop came from: the ``origin`` label. A loop seen by several layers (a factory that
+#: calls a policy that calls a constructor) is recorded once, by the outermost.
+POLICY = "policy"
+LOOP_FACTORY = "loop_factory"
+CONSTRUCTOR = "constructor"
+ORIGINS = (POLICY, LOOP_FACTORY, CONSTRUCTOR)
+
 #: ``PolicyEvent.kind`` values.
 NEW_EVENT_LOOP = "new_event_loop"
 SET_EVENT_LOOP = "set_event_loop"
@@ -38,14 +47,15 @@ leaks_logger = logging.getLogger("tracedpolicy.leaks")
 
 
 class PolicyEvent(NamedTuple):
-    """Something a traced policy or loop factory did, as observers and span hooks see it."""
+    """Something a traced policy, loop factory or loop constructor did, as observers see it."""
 
     kind: str
     """``new_event_loop``, ``set_event_loop``, ``get_event_loop``, ``loop_closed`` or
     ``loop_leaked`` (``result`` is the reason: gc_unclosed, thread_exit, open_at_exit)."""
-    policy: str
-    source: str
-    """``policy``, or ``loop_factory`` for loops made by :func:`tracedpolicy.loop_factory`."""
+    origin: str
+    """``policy``, ``loop_factory`` or ``constructor``: how the loop was made."""
+    creator: str
+    """What made it: the policy's class, the factory or the loop class (or a chosen label)."""
     result: str | None
     """get: ``hit``, ``created`` or ``miss``; set: ``set`` or ``clear``; else None."""
     loop: Loop | None
@@ -134,10 +144,26 @@ def is_main_thread() -> bool:
     return threading.get_ident() == _MainThread.ident
 
 
+class Making:
+    """An outer layer (a traced policy or factory) making a loop in this thread right now.
+
+    Inner layers (a policy the factory calls, the loop's constructor) leave the loop to it, so
+    a loop is recorded once, with the outermost origin. Loops constructed meanwhile are noted:
+    one the outer layer does not hand back is recorded as constructed.
+    """
+
+    __slots__ = ("constructed",)
+
+    def __init__(self) -> None:
+        self.constructed: list[Loop] | None = None
+
+
 class _ThreadState(threading.local):
-    """How many loops were made in this thread, to spot one made during an opaque get."""
+    """How many loops were made in this thread (to spot one made during an opaque get), and
+    the outer layer making one now, if any."""
 
     creations = 0
+    making: Making | None = None
 
 
 thread_state = _ThreadState()
@@ -173,15 +199,13 @@ class Operation:
         "owner",
         "recorder",
         "result",
-        "source",
         "start",
         "start_ns",
     )
 
-    def __init__(self, recorder: PolicyRecorder, kind: str, source: str = "policy") -> None:
+    def __init__(self, recorder: Recorder, kind: str) -> None:
         self.recorder = recorder
         self.kind = kind
-        self.source = source
         self.loop: Loop | None = None
         self.result: str | None = None
         self.error: BaseException | None = None
@@ -225,11 +249,15 @@ class Operation:
         _dispatch(event, self.handle)
 
 
-class PolicyRecorder:
-    """Aggregates and event dispatch for every traced policy sharing one label."""
+class Recorder:
+    """Aggregates and event dispatch for every traced policy, factory or constructor sharing
+    one (origin, creator) pair."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, creator: str, origin: str = POLICY) -> None:
+        self.origin = origin
+        self.creator = creator
+        #: How people read the pair: ``policy asyncio.unix_events._UnixDefaultEventLoopPolicy``.
+        self.label = f"{origin} {creator}"
         # Bumped inline by the traced get_event_loop fast path, hence public and flat. Hits are
         # not told apart by thread: asking which thread runs costs more than the hit itself.
         self.hits = Counter()
@@ -244,8 +272,29 @@ class PolicyRecorder:
         }
         self._loop_classes: dict[str, LoopClassStats] = {}
 
-    def operation(self, kind: str, source: str = "policy") -> Operation:
-        return Operation(self, kind, source)
+    def operation(self, kind: str) -> Operation:
+        return Operation(self, kind)
+
+    def record_after(
+        self,
+        kind: str,
+        result: str | None = None,
+        loop: Loop | None = None,
+        start_ns: int | None = None,
+        error: BaseException | None = None,
+        owner: Any = None,
+    ) -> None:
+        """Record a call that already happened (no span could be open around it)."""
+        try:
+            op = self.operation(kind)
+            op.result, op.loop, op.measured = result, loop, False
+            if start_ns is not None:
+                op.start_ns = start_ns
+            op.owner = id(owner)
+        except Exception as failure:
+            record_internal_error("recorder", failure)
+            return
+        op.finish(error)
 
     def count_hit(self) -> None:
         next(self.hits.tick)
@@ -273,8 +322,9 @@ class PolicyRecorder:
         main = is_main_thread()
         loop, loop_record, loop_class = op.loop, None, None
         if loop is not None:
-            created = op.kind == NEW_EVENT_LOOP and op.error is None
-            loop_record = REGISTRY.record_for(loop, self.label, created, op.source)
+            # A loop handed out again (a factory returning an old one) was made only once.
+            created = op.kind == NEW_EVENT_LOOP and op.error is None and not REGISTRY.tracks(loop)
+            loop_record = REGISTRY.record_for(loop, self.origin, self.creator, created)
             loop_class = loop_record.loop_class if loop_record else class_name(type(loop))
             if created:
                 thread_state.creations += 1
@@ -287,17 +337,17 @@ class PolicyRecorder:
         if op.kind == SET_EVENT_LOOP and op.error is None:
             op.result = "clear" if loop is None else "set"
             next(self._by_key[f"set_event_loop.{op.result}"].tick)
-            REGISTRY.set_current((self.label, op.owner), loop_record)
+            REGISTRY.set_current(op.owner, loop_record)
         elif op.kind == GET_EVENT_LOOP and op.result in ("created", "miss"):
             next(self._by_key[f"get_event_loop.{op.result}"].tick)
             if op.result == "created" and not op.measured:
                 # An opaque base set it itself, unseen.
-                REGISTRY.set_current((self.label, op.owner), loop_record)
+                REGISTRY.set_current(op.owner, loop_record)
         # Positional: a 14-field NamedTuple made from keywords costs three times as much.
         return PolicyEvent(
             op.kind,
-            self.label,
-            op.source,
+            self.origin,
+            self.creator,
             op.result,
             loop,
             loop_record.loop_id if loop_record else None,
@@ -312,13 +362,11 @@ class PolicyRecorder:
         )
 
     def snapshot(self) -> dict[str, int]:
-        """Every call count and loop count of this label, by key."""
-        counts = {
-            f"get_event_loop.{result}": self.call_count(f"get_event_loop.{result}")
-            for result in ("hit", "created", "miss")
-        }
-        counts["set_event_loop.set"] = self.call_count("set_event_loop.set")
-        counts["set_event_loop.clear"] = self.call_count("set_event_loop.clear")
+        """Every call count (policies only) and loop count of this pair, by key."""
+        counts: dict[str, int] = {}
+        if self.origin == POLICY:
+            for key in CALL_KEYS:
+                counts[key] = self.call_count(key)
         loop_classes = self.loop_classes().values()
         counts["loops.created"] = sum(s.created.value for s in loop_classes)
         counts["loops.closed"] = sum(s.closed.value for s in loop_classes)
@@ -345,15 +393,25 @@ def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
             record_internal_error("observer", failure)
 
 
+#: The call counts of a policy, in the order snapshots list them.
+CALL_KEYS = (
+    "get_event_loop.hit",
+    "get_event_loop.created",
+    "get_event_loop.miss",
+    "set_event_loop.set",
+    "set_event_loop.clear",
+)
+
+
 def _loop_closed(record: LoopRecord, lifetime: float) -> None:
-    stats = recorder_for(record.policy).loop_class_stats(record.loop_class)
+    stats = recorder_for(record.creator, record.origin).loop_class_stats(record.loop_class)
     next(stats.closed.tick)
     stats.lifetime_seconds.observe(lifetime)
     now = time.time_ns()
     event = PolicyEvent(  # positional, as in _finish
         LOOP_CLOSED,
-        record.policy,
-        record.source,
+        record.origin,
+        record.creator,
         None,
         record.loop,
         record.loop_id,
@@ -370,23 +428,23 @@ def _loop_closed(record: LoopRecord, lifetime: float) -> None:
 
 
 def _loop_leaked(record: LoopRecord, reason: str) -> None:
-    stats = recorder_for(record.policy).loop_class_stats(record.loop_class)
+    stats = recorder_for(record.creator, record.origin).loop_class_stats(record.loop_class)
     next(stats.leaked[reason].tick)
     leaks_logger.warning(
-        "event loop leaked (%s): %s #%d made at %s in thread %r (policy %s), %.3fs old",
+        "event loop leaked (%s): %s #%d made at %s in thread %r (%s), %.3fs old",
         reason,
         record.loop_class,
         record.loop_id,
         record.site or "an unknown site",
         record.thread_name,
-        record.policy,
+        record.made_by,
         record.age(),
     )
     now = time.time_ns()
     event = PolicyEvent(  # positional, as in _finish; the thread is the creating thread
         LOOP_LEAKED,
-        record.policy,
-        record.source,
+        record.origin,
+        record.creator,
         reason,
         record.loop,
         record.loop_id,
@@ -404,31 +462,49 @@ def _loop_leaked(record: LoopRecord, reason: str) -> None:
 
 
 def _loop_inherited(record: LoopRecord) -> None:
-    next(recorder_for(record.policy).loop_class_stats(record.loop_class).inherited.tick)
+    stats = recorder_for(record.creator, record.origin).loop_class_stats(record.loop_class)
+    next(stats.inherited.tick)
 
 
 REGISTRY.closed_listeners.append(_loop_closed)
 REGISTRY.leaked_listeners.append(_loop_leaked)
 REGISTRY.inherited_listeners.append(_loop_inherited)
 
-_recorders: dict[str, PolicyRecorder] = {}
+_recorders: dict[tuple[str, str], Recorder] = {}
 
 
-def recorder_for(label: str) -> PolicyRecorder:
-    """The recorder shared by every traced policy and loop factory labelled ``label``."""
-    recorder = _recorders.get(label)
+def recorder_for(creator: str, origin: str = POLICY) -> Recorder:
+    """The recorder shared by everything that makes loops as ``origin``, named ``creator``."""
+    key = (origin, creator)
+    recorder = _recorders.get(key)
     if recorder is None:
         with _lock:
-            recorder = _recorders.setdefault(label, PolicyRecorder(label))
+            recorder = _recorders.setdefault(key, Recorder(creator, origin))
     return recorder
 
 
-def recorders() -> list[PolicyRecorder]:
+def recorders() -> list[Recorder]:
     """Every recorder made so far, in creation order."""
     with _lock:
         return list(_recorders.values())
 
 
+_replaced: dict[str, Counter] = {}
+
+
+def count_policy_replaced(policy: str) -> None:
+    """The traced process-wide policy was replaced by ``policy`` (a class label)."""
+    with _lock:
+        counter = _replaced.setdefault(policy, Counter())
+    next(counter.tick)
+
+
+def policy_replacements() -> dict[str, int]:
+    """How often the traced process-wide policy was replaced, by the new policy's class."""
+    with _lock:
+        return {policy: counter.value for policy, counter in _replaced.items()}
+
+
 def snapshot() -> dict[str, dict[str, int]]:
-    """Every recorder's counts, by policy label."""
+    """Every recorder's counts, by label (``origin creator``)."""
     return {recorder.label: recorder.snapshot() for recorder in recorders()}

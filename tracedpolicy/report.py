@@ -65,7 +65,7 @@ def leak_report(records: list[LoopRecord] | None = None, now: float | None = Non
         oldest = max(group, key=lambda r: r.age(now))
         lines.append(f"{_plural(len(group), 'loop')}, oldest {format_age(oldest.age(now))}, {site}")
         lines.append(f"    class {_names(r.loop_class for r in group)}")
-        lines.append(f"    policy {_names(r.policy for r in group)}")
+        lines.append(f"    made by {_names(r.made_by for r in group)}")
         lines.append(f"    made in thread {_names(r.thread_name for r in group)}")
         current = [name for r in group for name in tuple(r.set_on.values())]  # set elsewhere
         if current:

@@ -1,0 +1,457 @@
+"""The whole-process mode: every loop, whoever makes it, and exact undo."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import gc
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+import tracedpolicy
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy._compat import RUNNING, peek_policy
+from tracedpolicy.loops import REGISTRY, LoopRecord, class_name
+from tracedpolicy.recorder import policy_replacements
+
+from .conftest import Telemetry
+from .outcomes import in_thread
+
+DefaultPolicy: Any = RUNNING.default_policy
+BaseEventLoop: Any = asyncio.base_events.BaseEventLoop
+
+
+@pytest.fixture
+def whole_process() -> Iterator[None]:
+    tracedpolicy.instrument()
+    yield
+    tracedpolicy.uninstrument()
+
+
+def records_of(loop: Any) -> list[LoopRecord]:
+    """Every record tracedpolicy holds for ``loop`` (exactly one when it was seen once)."""
+    return [r for r in REGISTRY.records() if r.loop is loop]
+
+
+def only_record(loop: Any) -> LoopRecord:
+    (record,) = records_of(loop)
+    assert record.tracked
+    return record
+
+
+def made_here(record: LoopRecord, line: int) -> bool:
+    return record.site is not None and (record.site.filename, record.site.lineno) == (
+        __file__,
+        line,
+    )
+
+
+class MyPolicy(DefaultPolicy):  # type: ignore[misc]
+    """An application's own policy, set at startup."""
+
+
+class StandInProactorLoop(asyncio.SelectorEventLoop):
+    """Stands in for Windows' ProactorEventLoop: another BaseEventLoop subclass."""
+
+
+class OwnInitLoop(asyncio.SelectorEventLoop):
+    """A user's loop class with an __init__ of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = True
+
+
+# -- 1. a policy set later stays traced ------------------------------------------------------
+
+
+def policies_an_app_may_set() -> dict[str, Callable[[], Any]]:
+    makers: dict[str, Callable[[], Any]] = {"user subclass": MyPolicy, "default": DefaultPolicy}
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        makers["uvloop"] = lambda: uvloop.EventLoopPolicy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from tornado.platform.asyncio import AnyThreadEventLoopPolicy
+    makers["tornado"] = AnyThreadEventLoopPolicy
+    return makers
+
+
+POLICIES = policies_an_app_may_set()
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_a_policy_set_later_is_traced_in_its_place(
+    name: str, whole_process: None, loops: list[Any]
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.14+, and tornado's class
+        chosen = POLICIES[name]()
+        asyncio.set_event_loop_policy(chosen)
+        current = asyncio.get_event_loop_policy()
+    assert type(current) is TracedEventLoopPolicy and current.base is chosen
+    assert isinstance(current, type(chosen))
+    line = sys._getframe().f_lineno + 1
+    loop = asyncio.new_event_loop()
+    loops.append(loop)
+    record = only_record(loop)
+    assert (record.origin, record.creator) == ("policy", tracedpolicy.policy.label_of(type(chosen)))
+    assert made_here(record, line)
+
+
+def test_none_means_a_traced_new_default(whole_process: None, loops: list[Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(None)
+        current = asyncio.get_event_loop_policy()
+    assert type(current) is TracedEventLoopPolicy and type(current.base) is DefaultPolicy
+    loops.append(asyncio.new_event_loop())
+    assert only_record(loops[0]).origin == "policy"
+
+
+def test_uvloop_install_is_traced(whole_process: None, loops: list[Any]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # uvloop.install() warns on 3.12+
+        uvloop.install()
+    loops.append(asyncio.new_event_loop())
+    record = only_record(loops[0])
+    assert (record.origin, record.creator, record.loop_class) == (
+        "policy",
+        "uvloop.EventLoopPolicy",
+        "uvloop.Loop",
+    )
+
+
+@pytest.mark.skipif(RUNNING.version < (3, 14), reason="the private setter exists from 3.14")
+def test_the_private_setter_of_314_is_covered(whole_process: None) -> None:
+    chosen = MyPolicy()
+    asyncio.events._set_event_loop_policy(chosen)  # type: ignore[attr-defined]
+    current = peek_policy()
+    assert type(current) is TracedEventLoopPolicy and current.base is chosen
+
+
+def test_a_bad_policy_fails_as_bare_and_changes_nothing(whole_process: None) -> None:
+    before = peek_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises((TypeError, AssertionError)) as traced_error:
+            asyncio.set_event_loop_policy(object())  # type: ignore[arg-type]
+    tracedpolicy.uninstrument()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises((TypeError, AssertionError)) as bare_error:
+            asyncio.set_event_loop_policy(object())  # type: ignore[arg-type]
+    assert (type(traced_error.value), str(traced_error.value)) == (
+        type(bare_error.value),
+        str(bare_error.value),
+    )
+    assert type(before) is TracedEventLoopPolicy
+
+
+# -- 2. loops made without the policy are seen ------------------------------------------------
+
+
+def constructions() -> dict[str, Callable[[], Any]]:
+    made: dict[str, Callable[[], Any]] = {
+        "SelectorEventLoop()": asyncio.SelectorEventLoop,
+        "stand-in ProactorEventLoop()": StandInProactorLoop,
+        "a user's loop class": OwnInitLoop,
+    }
+    if hasattr(asyncio, "EventLoop"):
+        made["EventLoop()"] = asyncio.EventLoop
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        made["uvloop.new_event_loop()"] = uvloop.new_event_loop
+        made["uvloop.Loop()"] = uvloop.Loop
+    return made
+
+
+CONSTRUCTIONS = constructions()
+
+
+@pytest.mark.parametrize("thread", ["main", "worker"])
+@pytest.mark.parametrize("name", CONSTRUCTIONS)
+def test_a_loop_constructed_directly_is_recorded_once_where_it_was_made(
+    name: str, thread: str, whole_process: None, loops: list[Any]
+) -> None:
+    make = CONSTRUCTIONS[name]
+    line = sys._getframe().f_lineno + 1
+    loop = make() if thread == "main" else in_thread(lambda: make())
+    loops.append(loop)
+    record = only_record(loop)
+    assert (record.origin, record.creator) == ("constructor", class_name(type(loop)))
+    assert made_here(record, line), record.site
+    assert record.counts_as_open
+    loop.close()
+    assert record.closed
+
+
+def test_a_dropped_unclosed_constructed_loop_is_a_gc_leak(whole_process: None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        loop = asyncio.SelectorEventLoop()
+        record = only_record(loop)
+        del loop
+        gc.collect()
+    REGISTRY.flush()
+    assert record.leaked == "gc_unclosed"
+
+
+async def running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+@pytest.mark.skipif(RUNNING.version < (3, 11), reason="asyncio.Runner exists from 3.11")
+def test_a_runners_loop_factory_is_traced_as_a_loop_factory(whole_process: None) -> None:
+    runner = getattr(asyncio, "Runner")(loop_factory=asyncio.SelectorEventLoop)  # noqa: B009
+    with runner:
+        loop = runner.run(running_loop())
+        record = only_record(loop)
+    assert runner._loop_factory is asyncio.SelectorEventLoop
+    assert (record.origin, record.creator) == (
+        "loop_factory",
+        class_name(asyncio.SelectorEventLoop),
+    )
+    assert record.closed and not record.leaked
+
+
+@pytest.mark.skipif(RUNNING.version < (3, 12), reason="asyncio.run takes loop_factory from 3.12")
+def test_asyncio_run_with_a_loop_factory_is_traced(
+    whole_process: None, telemetry: Telemetry
+) -> None:
+    run: Any = asyncio.run
+    loop = run(running_loop(), loop_factory=asyncio.SelectorEventLoop)
+    record = only_record(loop)
+    assert record.origin == "loop_factory" and record.closed
+    creator = class_name(asyncio.SelectorEventLoop)
+    (span,) = [s for s in telemetry.spans(creator) if s.name.endswith("new_event_loop")]
+    assert span.name == "asyncio.loop_factory.new_event_loop"
+
+
+@pytest.mark.skipif(RUNNING.version < (3, 11), reason="uvloop.run uses asyncio.Runner from 3.11")
+def test_uvloop_run_is_seen(whole_process: None) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.run(running_loop())
+    record = only_record(loop)
+    assert (record.origin, record.creator, record.loop_class) == (
+        "loop_factory",
+        "uvloop.new_event_loop",
+        "uvloop.Loop",
+    )
+    assert record.closed
+
+
+def test_a_constructed_loop_gets_a_span_and_metrics(
+    whole_process: None, telemetry: Telemetry, loops: list[Any]
+) -> None:
+    creator = class_name(StandInProactorLoop)
+    on_loop = (("creator", creator), ("loop_class", creator), ("origin", "constructor"))
+    before = telemetry.points("asyncio.loop.created", creator).get(on_loop, 0)
+    loops.append(StandInProactorLoop())
+    (span,) = telemetry.spans(creator)
+    assert span.name == "asyncio.loop.create"
+    assert dict(span.attributes or {})["asyncio.loop.origin"] == "constructor"
+    assert telemetry.points("asyncio.loop.created", creator) == {on_loop: before + 1}
+
+
+# -- layers: one loop, one record ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["install", "instrument"])
+def test_a_factory_that_asks_the_policy_counts_its_loop_once(mode: str, loops: list[Any]) -> None:
+    getattr(tracedpolicy, mode)()
+    installed: Any = tracedpolicy.installed()
+    policy_label = f"policy {installed._recorder.creator}"
+    policy_made = tracedpolicy.snapshot()[policy_label]["loops.created"]
+    factory = tracedpolicy.loop_factory(asyncio.new_event_loop, label=f"tests.layers.{mode}")
+    loop = factory()
+    loops.append(loop)
+    record = only_record(loop)
+    assert (record.origin, record.creator) == ("loop_factory", f"tests.layers.{mode}")
+    counts = tracedpolicy.snapshot()
+    assert counts[f"loop_factory tests.layers.{mode}"]["loops.created"] == 1
+    assert counts[policy_label]["loops.created"] == policy_made
+    loop.close()
+    assert tracedpolicy.snapshot()[f"loop_factory tests.layers.{mode}"]["loops.open"] == 0
+
+
+def test_a_factory_that_makes_two_loops_and_returns_one_records_both(
+    whole_process: None, loops: list[Any]
+) -> None:
+    def two() -> asyncio.AbstractEventLoop:
+        loops.append(asyncio.SelectorEventLoop())  # made and kept aside
+        return asyncio.SelectorEventLoop()
+
+    loops.append(tracedpolicy.loop_factory(two, label="tests.layers.two")())
+    aside, returned = loops
+    assert only_record(returned).origin == "loop_factory"
+    assert only_record(aside).origin == "constructor"
+
+
+# -- 3. no policy system (3.16) ----------------------------------------------------------------
+
+WITHOUT_POLICIES = """
+import asyncio, asyncio.events, sys
+platform_events = asyncio.windows_events if sys.platform == "win32" else asyncio.unix_events
+for module, names in [
+    (asyncio, ["AbstractEventLoopPolicy", "DefaultEventLoopPolicy",
+               "get_event_loop_policy", "set_event_loop_policy"]),
+    (asyncio.events, ["AbstractEventLoopPolicy", "BaseDefaultEventLoopPolicy",
+                      "get_event_loop_policy", "set_event_loop_policy",
+                      "_AbstractEventLoopPolicy", "_BaseDefaultEventLoopPolicy",
+                      "_get_event_loop_policy", "_set_event_loop_policy"]),
+    (platform_events, ["DefaultEventLoopPolicy", "_DefaultEventLoopPolicy",
+                       "_UnixDefaultEventLoopPolicy"]),
+]:
+    for name in names:
+        module.__dict__.pop(name, None)
+
+import tracedpolicy
+tracedpolicy.instrument()
+
+async def main():
+    return asyncio.get_running_loop()
+
+loop = asyncio.SelectorEventLoop()
+loop.close()
+if sys.version_info >= (3, 11):
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        runner.run(main())
+threading_loop = []
+import threading
+thread = threading.Thread(target=lambda: threading_loop.append(asyncio.SelectorEventLoop()))
+thread.start(); thread.join()
+threading_loop[0].close()
+for label, counts in sorted(tracedpolicy.snapshot().items()):
+    print(label, counts["loops.created"], counts["loops.closed"])
+tracedpolicy.uninstrument()
+"""
+
+
+def test_without_a_policy_system_the_mode_still_sees_every_loop() -> None:
+    run = subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(WITHOUT_POLICIES)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    selector = class_name(asyncio.SelectorEventLoop)
+    expected = [f"constructor {selector} 2 2"]
+    if sys.version_info >= (3, 11):
+        expected.append(f"loop_factory {selector} 1 1")
+    assert run.stdout.splitlines() == expected
+
+
+# -- 4. turning it off puts everything back ---------------------------------------------------
+
+
+def patched_objects() -> dict[str, Any]:
+    """Every attribute the mode replaces, read as it is now (own attributes only)."""
+    found = {
+        "BaseEventLoop.__init__": vars(BaseEventLoop).get("__init__"),
+        "asyncio.set_event_loop_policy": vars(asyncio).get("set_event_loop_policy"),
+        "events.set_event_loop_policy": vars(asyncio.events).get("set_event_loop_policy"),
+        "events._set_event_loop_policy": vars(asyncio.events).get("_set_event_loop_policy"),
+    }
+    if hasattr(asyncio, "Runner"):
+        found["Runner._lazy_init"] = vars(asyncio.Runner).get("_lazy_init")
+    uvloop = sys.modules.get("uvloop")
+    if uvloop is not None:
+        found["uvloop.Loop.__init__"] = vars(uvloop.Loop).get("__init__", "inherited")
+    return found
+
+
+def test_uninstrument_puts_back_every_function_and_the_policy_by_identity() -> None:
+    pytest.importorskip("uvloop")
+    before = patched_objects()
+    policy_before = peek_policy()
+    tracedpolicy.instrument()
+    during = patched_objects()
+    changed = [name for name in before if during[name] is not before[name]]
+    assert "BaseEventLoop.__init__" in changed and "uvloop.Loop.__init__" in changed
+    tracedpolicy.instrument()  # idempotent: nothing wrapped twice
+    assert patched_objects() == during
+    tracedpolicy.uninstrument()
+    after = patched_objects()
+    assert all(after[name] is before[name] for name in before), after
+    assert peek_policy() is policy_before
+    tracedpolicy.uninstrument()  # idempotent
+    assert patched_objects() == after
+
+
+def test_uninstrument_leaves_the_apps_own_later_policy_in_place_untraced(
+    loops: list[Any],
+) -> None:
+    tracedpolicy.instrument()
+    chosen = MyPolicy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(chosen)
+    loop = asyncio.new_event_loop()
+    loops.append(loop)
+    asyncio.set_event_loop(loop)
+    tracedpolicy.uninstrument()
+    assert peek_policy() is chosen
+    assert chosen.get_event_loop() is loop  # its state went nowhere
+
+
+def test_instrument_is_thread_safe_and_wraps_once() -> None:
+    barrier = threading.Barrier(8)
+
+    def race() -> None:
+        barrier.wait()
+        tracedpolicy.instrument()
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    init = vars(BaseEventLoop)["__init__"]
+    assert init.__wrapped__.__name__ == "__init__" and not hasattr(init.__wrapped__, "__wrapped__")
+    tracedpolicy.uninstrument()
+    assert not hasattr(vars(BaseEventLoop)["__init__"], "__wrapped__")
+
+
+def test_instrument_rejects_a_bad_option_before_changing_anything() -> None:
+    before = patched_objects()
+    with pytest.raises(ValueError, match="creation_stack"):
+        tracedpolicy.instrument(creation_stack=-1)
+    with pytest.raises(TypeError, match="label"):
+        tracedpolicy.instrument(label="x")
+    assert patched_objects() == before and not tracedpolicy.instrumented()
+
+
+# -- outside the mode, a replaced policy is reported -------------------------------------------
+
+
+def test_outside_the_mode_a_replaced_policy_is_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tracedpolicy.install()
+    replaced = policy_replacements().get(tracedpolicy.policy.label_of(MyPolicy), 0)
+    with caplog.at_level(logging.WARNING, logger="tracedpolicy"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(MyPolicy())
+        asyncio.set_event_loop_policy(MyPolicy())
+    assert type(peek_policy()) is MyPolicy  # left as the application chose
+    messages = [r.getMessage() for r in caplog.records if r.name == "tracedpolicy"]
+    assert len(messages) == 1
+    assert tracedpolicy.policy.label_of(MyPolicy) in messages[0]
+    assert "tracedpolicy.instrument()" in messages[0]
+    assert policy_replacements()[tracedpolicy.policy.label_of(MyPolicy)] == replaced + 2

@@ -1,0 +1,47 @@
+"""tracedpolicy for ``opentelemetry-instrument``: the whole-process mode as an instrumentor.
+
+``opentelemetry-instrument python app.py`` (or ``opentelemetry-instrument uvicorn app:app``)
+finds :class:`TracedPolicyInstrumentor` through the ``opentelemetry_instrumentor`` entry point
+and calls :meth:`~TracedPolicyInstrumentor.instrument`, which turns on
+:func:`tracedpolicy.instrument`; ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=tracedpolicy`` keeps
+it off. The ``TRACEDPOLICY_*`` variables configure it, as under ``python -m tracedpolicy run``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+
+from tracedpolicy.instrument import instrument, uninstrument
+
+#: Keyword arguments an OpenTelemetry distro may pass that tracedpolicy takes as options.
+_PASSED_ON = ("tracer_provider", "meter_provider")
+
+
+class TracedPolicyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Trace every event loop of the process (see :mod:`tracedpolicy.instrument`)."""
+
+    _guard = threading.Lock()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ()  # asyncio is the standard library's
+
+    def instrument(self, **kwargs: Any) -> None:
+        # BaseInstrumentor's own flag is read and written without a lock.
+        with self._guard:
+            super().instrument(**kwargs)
+
+    def uninstrument(self, **kwargs: Any) -> None:
+        with self._guard:
+            super().uninstrument(**kwargs)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        instrument(**{name: kwargs[name] for name in _PASSED_ON if kwargs.get(name) is not None})
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        uninstrument()
