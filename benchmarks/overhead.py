@@ -15,8 +15,18 @@ import argparse
 import asyncio
 import itertools
 import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import timeit
+import urllib.request
+from pathlib import Path
 from typing import Any, Callable
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -192,6 +202,107 @@ def hit_breakdown(quick: bool) -> list[tuple[str, float]]:
     return list(rows.items())
 
 
+def creation_costs(quick: bool) -> list[tuple[str, float, float]]:
+    """A loop's creation and close under two set-ups, measured alternately.
+
+    The whole-process mode records a directly constructed loop in the constructor's hook, and a
+    loop from the policy once (the hook inside passes it through): the last row compares it
+    with ``install()`` for the same call.
+    """
+
+    def nothing() -> None:
+        return None
+
+    def install() -> None:
+        tracedpolicy.install(prometheus=False)
+
+    def instrument() -> None:
+        tracedpolicy.instrument(prometheus=False)
+
+    def construct() -> None:
+        asyncio.SelectorEventLoop().close()
+
+    def new() -> None:
+        asyncio.new_event_loop().close()
+
+    rows_to_measure = [
+        ("`SelectorEventLoop()` + close: untraced, instrument()", construct, nothing, instrument),
+        ("`new_event_loop()` + close: untraced, install()", new, nothing, install),
+        ("`new_event_loop()` + close: install(), instrument()", new, install, instrument),
+    ]
+    number = 200 if quick else 2_000
+    rows = []
+    for name, call, first, second in rows_to_measure:
+        times = [float("inf"), float("inf")]
+        for _ in range(3 if quick else 7):
+            for index, set_up in enumerate((first, second)):
+                set_up()
+                times[index] = min(times[index], best_ns(call, number, 1))
+                tracedpolicy.uninstrument()
+                tracedpolicy.uninstall()
+        rows.append((name, times[0], times[1]))
+    return rows
+
+
+HELLO_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+"""
+
+
+def server_throughput(quick: bool) -> list[tuple[str, float, float]] | None:
+    """Requests per second of a uvicorn hello-world over loopback, bare and with every loop
+    traced (``python -m tracedpolicy run``), measured alternately with wrk; None without wrk."""
+    if shutil.which("wrk") is None:
+        return None
+    seconds, rounds = (2, 2) if quick else (8, 3)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "hello.py").write_text(HELLO_APP)
+        for loop in ("asyncio", "uvloop"):
+            best = {"bare": 0.0, "traced": 0.0}
+            for _ in range(rounds):
+                for mode in best:
+                    best[mode] = max(best[mode], _requests_per_second(folder, loop, mode, seconds))
+            rows.append((f"uvicorn `--loop {loop}`", best["bare"], best["traced"]))
+    return rows
+
+
+def _requests_per_second(folder: str, loop: str, mode: str, seconds: int) -> float:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = ["-m", "tracedpolicy", "run"] if mode == "traced" else []
+    command = [sys.executable, *launcher, "-m", "uvicorn", "hello:app", "--port", str(port)]
+    command += ["--loop", loop, "--no-access-log", "--log-level", "warning"]
+    env = {**os.environ, "PYTHONPATH": folder, "TRACEDPOLICY_PROMETHEUS": "off"}
+    server = subprocess.Popen(command, cwd=folder, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"uvicorn did not start: {command}") from None
+                time.sleep(0.05)
+        done = subprocess.run(
+            ["wrk", "-t1", "-c32", f"-d{seconds}s", url], capture_output=True, text=True
+        )
+        match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+        if match is None:
+            raise RuntimeError(f"wrk said: {done.stdout}{done.stderr}")
+        return float(match.group(1))
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
 def nested(depth: int, call: Callable[[], Any]) -> Any:
     """Call ``call`` from ``depth`` frames down, as a loop is made deep in an application."""
     return call() if depth == 0 else nested(depth - 1, call)
@@ -256,6 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|")
     for name, cost in capture_costs(quick):
         print(f"| {name} | {cost:,.0f} ns |")
+    print_table("Loop creation, bare and in the whole-process mode (no SDK)", creation_costs(quick))
+    served = server_throughput(quick)
+    if served is None:
+        print("\n(server throughput skipped: wrk is not installed)")
+    else:
+        print("\n*A real server: uvicorn hello-world over loopback, wrk -t1 -c32*\n")
+        print("| server | bare | every loop traced | ratio |")
+        print("|---|---:|---:|---:|")
+        for name, bare, traced in served:
+            print(f"| {name} | {bare:,.0f} req/s | {traced:,.0f} req/s | {traced / bare:.3f}x |")
     print("\n*Where a hit's nanoseconds go (each row adds one piece of the real fast path)*\n")
     print("| step | per hit | against bare |")
     print("|---|---:|---:|")

@@ -31,7 +31,12 @@ needs_prometheus = pytest.mark.skipif(
 )
 
 #: Grafana's macros, as a query made over the last minutes would expand them.
-MACROS = {"$__rate_interval": "30s", "$__range": "5m", '"$policy"': '".*"'}
+MACROS = {
+    "$__rate_interval": "30s",
+    "$__range": "5m",
+    '"$origin"': '".*"',
+    '"$creator"': '".*"',
+}
 
 
 def panel_queries() -> dict[str, str]:

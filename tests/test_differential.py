@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import queue
+import sys
 import threading
 import warnings
 from typing import Any, Callable
@@ -193,3 +194,122 @@ def test_they_still_agree_while_the_sdk_records_every_span(
 ) -> None:
     """Telemetry never changes behaviour: the same comparison with real spans being made."""
     compare(steps, pair)
+
+
+# -- the whole-process mode ---------------------------------------------------------------------
+
+PROCESS_OPS = (
+    "get",
+    "module_get",
+    "new",
+    "set",
+    "set_none",
+    "close",
+    "run",
+    "construct",
+    "runner",
+    "run_factory",
+    "set_policy",
+    "policy_class",
+)
+process_steps = st.lists(
+    st.tuples(st.integers(0, 2), st.sampled_from(PROCESS_OPS), st.integers(0, 7)), max_size=24
+)
+
+
+def _policy_choices() -> list[Callable[[], Any]]:
+    """What an application may set: asyncio's default, its own subclass, None, uvloop's."""
+    choices: list[Callable[[], Any]] = [DefaultPolicy, ExtendedPolicy, lambda: None]
+    try:
+        import uvloop
+    except ImportError:
+        return choices
+    choices.append(lambda: uvloop.EventLoopPolicy())
+    return choices
+
+
+POLICY_CHOICES = _policy_choices()
+NEW_RUN = sys.version_info >= (3, 12)  # asyncio.run takes loop_factory
+
+
+async def _running() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+class ProcessRun(Run):
+    """One sequence of process-wide calls (asyncio's functions, constructors, runners)."""
+
+    def __init__(self, instrumented: bool) -> None:
+        super().__init__(None)
+        self.instrumented = instrumented
+
+    def call(self, op: str, arg: int) -> Callable[[], Any]:
+        runner: Any = getattr(asyncio, "Runner", None)
+        run: Any = asyncio.run
+
+        def with_runner() -> Any:
+            if runner is None:
+                return "no Runner"
+            with runner(loop_factory=asyncio.SelectorEventLoop) as it:
+                return it.run(_running())
+
+        def run_with_factory() -> Any:
+            if not NEW_RUN:
+                return "no loop_factory"
+            return run(_running(), loop_factory=asyncio.SelectorEventLoop)
+
+        def policy_class() -> Any:
+            policy = asyncio.get_event_loop_policy()
+            return (policy.__class__.__name__, isinstance(policy, DefaultPolicy))
+
+        # One line per call, the same line for the bare and the traced run.
+        calls: dict[str, Callable[[], Any]] = {
+            "get": lambda: asyncio.get_event_loop_policy().get_event_loop(),
+            "module_get": lambda: asyncio.get_event_loop(),
+            "new": lambda: asyncio.new_event_loop(),
+            "set": lambda: asyncio.set_event_loop(self.pick(arg)),
+            "set_none": lambda: asyncio.set_event_loop(None),
+            "close": lambda: self.pick(arg) and self.pick(arg).close(),
+            "run": lambda: asyncio.run(_noop()),
+            "construct": lambda: asyncio.SelectorEventLoop(),
+            "runner": with_runner,
+            "run_factory": run_with_factory,
+            "set_policy": lambda: asyncio.set_event_loop_policy(
+                POLICY_CHOICES[arg % len(POLICY_CHOICES)]()
+            ),
+            "policy_class": policy_class,
+        }
+        return calls[op]
+
+    def perform(self, steps: list[tuple[int, str, int]]) -> list[Outcome]:
+        RUNNING.set_policy(DefaultPolicy())  # type: ignore[misc]
+        if self.instrumented:
+            tracedpolicy.instrument()
+        workers = [Worker("worker-1"), Worker("worker-2")]
+        outcomes = []
+        try:
+            for thread, op, arg in steps:
+                call = self.call(op, arg)
+                observed = functools.partial(observe, call, self.name)
+                outcomes.append(observed() if thread == 0 else workers[thread - 1].run(observed))
+        finally:
+            for worker in workers:
+                worker.stop()
+            if self.instrumented:
+                tracedpolicy.uninstrument()
+            for loop in self.loops:
+                loop.close()
+        return outcomes
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=process_steps)
+def test_the_whole_process_mode_changes_no_outcome(steps: list[tuple[int, str, int]]) -> None:
+    """Policies set later, runners, factories and constructors, in three threads."""
+    before = RUNNING.get_policy()  # type: ignore[misc]
+    try:
+        bare = ProcessRun(instrumented=False).perform(steps)
+        traced_outcomes = ProcessRun(instrumented=True).perform(steps)
+    finally:
+        RUNNING.set_policy(before)  # type: ignore[misc]
+    assert traced_outcomes == bare

@@ -98,15 +98,17 @@ def test_a_policy_set_later_is_traced_in_its_place(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.14+, and tornado's class
         chosen = POLICIES[name]()
+        chosen_class = type(chosen)
         asyncio.set_event_loop_policy(chosen)
         current = asyncio.get_event_loop_policy()
-    assert type(current) is TracedEventLoopPolicy and current.base is chosen
-    assert isinstance(current, type(chosen))
+    # Traced in place: the very object the application set, of a traced subclass of its class.
+    assert current is chosen and tracedpolicy.is_traced(current)
+    assert isinstance(current, chosen_class) and type(current).__name__ == chosen_class.__name__
     line = sys._getframe().f_lineno + 1
     loop = asyncio.new_event_loop()
     loops.append(loop)
     record = only_record(loop)
-    assert (record.origin, record.creator) == ("policy", tracedpolicy.policy.label_of(type(chosen)))
+    assert (record.origin, record.creator) == ("policy", tracedpolicy.policy.label_of(chosen_class))
     assert made_here(record, line)
 
 
@@ -115,7 +117,7 @@ def test_none_means_a_traced_new_default(whole_process: None, loops: list[Any]) 
         warnings.simplefilter("ignore", DeprecationWarning)
         asyncio.set_event_loop_policy(None)
         current = asyncio.get_event_loop_policy()
-    assert type(current) is TracedEventLoopPolicy and type(current.base) is DefaultPolicy
+    assert tracedpolicy.is_traced(current) and type(current).__bases__ == (DefaultPolicy,)
     loops.append(asyncio.new_event_loop())
     assert only_record(loops[0]).origin == "policy"
 
@@ -138,8 +140,7 @@ def test_uvloop_install_is_traced(whole_process: None, loops: list[Any]) -> None
 def test_the_private_setter_of_314_is_covered(whole_process: None) -> None:
     chosen = MyPolicy()
     asyncio.events._set_event_loop_policy(chosen)  # type: ignore[attr-defined]
-    current = peek_policy()
-    assert type(current) is TracedEventLoopPolicy and current.base is chosen
+    assert peek_policy() is chosen and tracedpolicy.is_traced(chosen)
 
 
 def test_a_bad_policy_fails_as_bare_and_changes_nothing(whole_process: None) -> None:
@@ -157,7 +158,7 @@ def test_a_bad_policy_fails_as_bare_and_changes_nothing(whole_process: None) -> 
         type(bare_error.value),
         str(bare_error.value),
     )
-    assert type(before) is TracedEventLoopPolicy
+    assert peek_policy() is before
 
 
 # -- 2. loops made without the policy are seen ------------------------------------------------
@@ -275,8 +276,7 @@ def test_a_constructed_loop_gets_a_span_and_metrics(
 @pytest.mark.parametrize("mode", ["install", "instrument"])
 def test_a_factory_that_asks_the_policy_counts_its_loop_once(mode: str, loops: list[Any]) -> None:
     getattr(tracedpolicy, mode)()
-    installed: Any = tracedpolicy.installed()
-    policy_label = f"policy {installed._recorder.creator}"
+    policy_label = f"policy {tracedpolicy.policy.label_of(DefaultPolicy)}"
     policy_made = tracedpolicy.snapshot()[policy_label]["loops.created"]
     factory = tracedpolicy.loop_factory(asyncio.new_event_loop, label=f"tests.layers.{mode}")
     loop = factory()
@@ -367,6 +367,7 @@ def patched_objects() -> dict[str, Any]:
         "asyncio.set_event_loop_policy": vars(asyncio).get("set_event_loop_policy"),
         "events.set_event_loop_policy": vars(asyncio.events).get("set_event_loop_policy"),
         "events._set_event_loop_policy": vars(asyncio.events).get("_set_event_loop_policy"),
+        "events._init_event_loop_policy": vars(asyncio.events).get("_init_event_loop_policy"),
     }
     if hasattr(asyncio, "Runner"):
         found["Runner._lazy_init"] = vars(asyncio.Runner).get("_lazy_init")
@@ -380,7 +381,9 @@ def test_uninstrument_puts_back_every_function_and_the_policy_by_identity() -> N
     pytest.importorskip("uvloop")
     before = patched_objects()
     policy_before = peek_policy()
+    class_before = type(policy_before)
     tracedpolicy.instrument()
+    assert peek_policy() is policy_before and type(policy_before) is not class_before
     during = patched_objects()
     changed = [name for name in before if during[name] is not before[name]]
     assert "BaseEventLoop.__init__" in changed and "uvloop.Loop.__init__" in changed
@@ -389,7 +392,7 @@ def test_uninstrument_puts_back_every_function_and_the_policy_by_identity() -> N
     tracedpolicy.uninstrument()
     after = patched_objects()
     assert all(after[name] is before[name] for name in before), after
-    assert peek_policy() is policy_before
+    assert peek_policy() is policy_before and type(policy_before) is class_before
     tracedpolicy.uninstrument()  # idempotent
     assert patched_objects() == after
 
@@ -406,8 +409,24 @@ def test_uninstrument_leaves_the_apps_own_later_policy_in_place_untraced(
     loops.append(loop)
     asyncio.set_event_loop(loop)
     tracedpolicy.uninstrument()
-    assert peek_policy() is chosen
+    assert peek_policy() is chosen and type(chosen) is MyPolicy  # untraced, as it was made
     assert chosen.get_event_loop() is loop  # its state went nowhere
+
+
+def test_a_policy_that_cannot_be_traced_in_place_is_wrapped_and_unwrapped(
+    monkeypatch: pytest.MonkeyPatch, loops: list[Any]
+) -> None:
+    """An extension type's instance keeps its class; no such policy exists to test with."""
+    mode = sys.modules["tracedpolicy.instrument"]  # the module, not the function of that name
+    monkeypatch.setattr(mode, "trace_in_place", lambda policy: False)
+    original = peek_policy()
+    tracedpolicy.instrument()
+    wrapper = peek_policy()
+    assert type(wrapper) is TracedEventLoopPolicy and wrapper.base is original
+    loops.append(asyncio.new_event_loop())
+    assert only_record(loops[0]).origin == "policy"
+    tracedpolicy.uninstrument()
+    assert peek_policy() is original
 
 
 def test_instrument_is_thread_safe_and_wraps_once() -> None:

@@ -15,7 +15,8 @@ async def main():
     return 1
 
 asyncio.run(main())
-counts = tracedpolicy.snapshot()[tracedpolicy.installed()._recorder.label]
+policy = RUNNING.get_policy()
+counts = tracedpolicy.snapshot()["policy " + tracedpolicy.policy.label_of(type(policy))]
 print(sys.argv[1:], __name__, tracedpolicy.is_traced(RUNNING.get_policy()))
 print(counts["loops.created"], counts["loops.closed"], counts["set_event_loop.set"])
 """

@@ -1,15 +1,14 @@
 """The process-wide policy: install a traced one, put the previous one back, watch the setter.
 
-While :func:`install` has a traced policy in place, asyncio's policy setter is watched, so a
-policy set later by the application (``uvloop.install()``, ``asyncio.set_event_loop_policy``)
-does not slip by unnoticed:
+While :func:`install` has a traced policy in place, a policy set later by the application
+(``uvloop.install()``, ``asyncio.set_event_loop_policy(...)``) replaces it, and tracedpolicy
+says so once: a warning on the ``tracedpolicy`` logger naming the new policy and the mode that
+would keep tracing it (:func:`tracedpolicy.instrument`), and ``tracedpolicy_policy_replaced``.
 
-* when following (the whole-process mode, :func:`tracedpolicy.instrument`), a traced form of
-  the new policy is put in its place (``None``, which means a new default, gets a traced new
-  default);
-* otherwise the replacement is reported once: a warning on the ``tracedpolicy`` logger naming
-  the new policy and the mode that would keep tracing it, and
-  ``tracedpolicy_policy_replaced_total``.
+:func:`watch_setter` is how both learn of a new policy: asyncio's setter is wrapped (the private
+one on 3.14+, which the public one calls by name, so asyncio's own DeprecationWarning still points
+at the caller; before, the public function in both modules that hold it) and each listener runs
+after it, once the policy is set.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import threading
 from typing import Any, Callable, cast
 
 from tracedpolicy import _compat, telemetry
+from tracedpolicy.errors import record_internal_error
 from tracedpolicy.options import Options
 from tracedpolicy.patching import Patch, wrap
 from tracedpolicy.policy import (
@@ -39,12 +39,8 @@ _installed: Any | None = None
 """The traced policy :func:`install` made process-wide."""
 _previous: Any | None = None
 """The policy it replaced, which :func:`uninstall` puts back."""
-_options: dict[str, Any] = {}
-"""The policy options of the install, for the policies traced when following."""
-_following = False
-_followed: Any | None = None
-"""The traced policy put in place of the application's later choice, while following."""
 _warned = False
+_listeners: list[Callable[[], None]] = []
 _setter_patches: list[Patch] = []
 
 
@@ -54,7 +50,7 @@ def install(base: Any = None, **options: Any) -> Any:
     Idempotent: while our policy is still installed, ``install()`` returns it. The first
     install remembers the policy it replaced, which :func:`uninstall` restores.
     """
-    global _installed, _previous, _options
+    global _installed, _previous
     _require_policies(API)
     parsed = Options.parse("install()", options)
     if base is not None:
@@ -70,14 +66,13 @@ def install(base: Any = None, **options: Any) -> Any:
         # The exporters were configured above; the policy takes only its own options.
         own = {k: v for k, v in options.items() if k not in telemetry.PROCESS_OPTIONS}
         policy = base if is_traced(base) else TracedEventLoopPolicy(base, **own)
-        _watch_setter()
+        watch_setter(_notice_replacement)
         if policy is current:
             return policy
         set_policy(policy)
-        if current is not _installed and current is not _followed:
+        if current is not _installed:
             _previous = current
         _installed = policy
-        _options = own
         return policy
 
 
@@ -88,22 +83,17 @@ def _wrapped_by(policy: Any) -> Any:
 def uninstall() -> None:
     """Put back the policy that the first :func:`install` replaced; a no-op if none did.
 
-    If the application set a policy of its own since, that one stays: untraced, if tracedpolicy
-    was following and traced it, as it is otherwise.
+    If someone replaced our policy since, theirs is left in place and only forgotten here.
     """
-    global _installed, _previous, _followed, _following, _warned
+    global _installed, _previous, _warned
     with _lock:
         if _installed is None:
             return
-        set_policy = cast(Any, API.set_policy)
-        current = _compat.peek_policy()
-        _unwatch_setter()
-        if current is _installed:
-            set_policy(_previous)
-        elif _followed is not None and current is _followed:
-            set_policy(_followed.base)
-        _installed = _previous = _followed = None
-        _following = _warned = False
+        unwatch_setter(_notice_replacement)
+        if _compat.peek_policy() is _installed:
+            cast(Any, API.set_policy)(_previous)
+        _installed = _previous = None
+        _warned = False
 
 
 def installed() -> Any | None:
@@ -111,70 +101,64 @@ def installed() -> Any | None:
     return _installed
 
 
-def follow(on: bool) -> None:
-    """Trace policies set later (the whole-process mode), or only report them."""
-    global _following
+def _notice_replacement() -> None:
+    """Say once that the installed policy was replaced by one tracedpolicy does not see."""
+    global _warned
+    current = _compat.peek_policy()
+    if _installed is None or current is _installed or (current and is_traced(current)):
+        return
+    new = label_of(type(current)) if current is not None else "a new default policy"
+    count_policy_replaced(new)
     with _lock:
-        _following = on
-        if on:
-            _policy_was_set(cast(Any, API.set_policy))
+        first, _warned = not _warned, True
+    if first:
+        logger.warning(
+            "the process-wide event loop policy was replaced by %s: tracedpolicy does not see the"
+            " loops it makes; tracedpolicy.instrument() (or python -m tracedpolicy run) keeps"
+            " tracing policies set later",
+            new,
+        )
+
+
+def watch_setter(listener: Callable[[], None], first: bool = False) -> None:
+    """Call ``listener`` after every policy set, from now on (``first``: before the others)."""
+    with _lock:
+        if listener in _listeners:
+            return
+        if first:
+            _listeners.insert(0, listener)
+        else:
+            _listeners.append(listener)
+        if _setter_patches:
+            return
+        setter = cast(Callable[..., Any], API.set_policy)
+        name = setter.__name__
+        for module in (asyncio.events, asyncio):
+            if vars(module).get(name) is setter:
+                _setter_patches.append(wrap(module, name, _set_policy))
+
+
+def unwatch_setter(listener: Callable[[], None]) -> None:
+    """Stop calling ``listener``; the setter is put back when nobody listens."""
+    with _lock:
+        if listener in _listeners:
+            _listeners.remove(listener)
+        if _listeners:
+            return
+        patches = list(reversed(_setter_patches))
+        _setter_patches.clear()
+    for patch in patches:
+        patch.undo()
 
 
 def _set_policy(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """asyncio's policy setter: it runs as it is (checks, errors), then tracedpolicy looks."""
+    """asyncio's policy setter: it runs as it is (checks, errors), then the listeners look."""
     result = wrapped(*args, **kwargs)
-    _policy_was_set(wrapped)
+    for listener in tuple(_listeners):
+        try:
+            listener()
+        except Exception as failure:  # a policy set must not fail over tracedpolicy
+            record_internal_error("policy_setter", failure)
     return result
-
-
-def _policy_was_set(set_policy: Callable[[Any], None]) -> None:
-    global _followed, _warned
-    with _lock:
-        current = _compat.peek_policy()
-        if (
-            _installed is None
-            or current is _installed
-            or (current is not None and current is _followed)
-        ):
-            return
-        if not _following:
-            new = label_of(type(current)) if current is not None else "a new default policy"
-            count_policy_replaced(new)
-            if not _warned:
-                _warned = True
-                logger.warning(
-                    "the process-wide event loop policy was replaced by %s: tracedpolicy does not"
-                    " see the loops it makes; tracedpolicy.instrument() (or python -m"
-                    " tracedpolicy run) keeps tracing policies set later",
-                    new,
-                )
-            return
-        traced = current if current is not None and is_traced(current) else None
-        if traced is None:
-            traced = TracedEventLoopPolicy(current, **_options)  # None: a new default
-            _followed = traced
-        set_policy(traced)
-
-
-def _watch_setter() -> None:
-    """Wrap asyncio's policy setter where asyncio keeps it (idempotent; under _lock).
-
-    3.14+: the private setter, which the public one calls by name, so asyncio's own
-    DeprecationWarning still points at the caller. Until 3.13: the public function, in both
-    modules that hold it.
-    """
-    if _setter_patches:
-        return
-    setter = cast(Callable[..., Any], API.set_policy)
-    name = setter.__name__
-    for module in (asyncio.events, asyncio):
-        if vars(module).get(name) is setter:
-            _setter_patches.append(wrap(module, name, _set_policy))
-
-
-def _unwatch_setter() -> None:
-    for patch in reversed(_setter_patches):
-        patch.undo()
-    _setter_patches.clear()

@@ -4,7 +4,8 @@
 in other ways too. :func:`instrument` adds, for as long as it is on:
 
 * the process-wide policy, and every policy set later (``uvloop.install()``,
-  ``asyncio.set_event_loop_policy(...)``, ``None``), traced in place;
+  ``asyncio.set_event_loop_policy(...)``) or made lazily after ``None``, traced in place: the
+  very object, given a traced subclass of its class, so ``get_event_loop_policy() is p`` holds;
 * the loop factories given to ``asyncio.Runner`` and so ``asyncio.run(loop_factory=...)``
   (uvicorn, ``uvloop.run()``, 3.11+);
 * every loop constructed directly (``asyncio.SelectorEventLoop()``, ``asyncio.EventLoop()``,
@@ -19,26 +20,42 @@ meanwhile in place, untraced. ``python -m tracedpolicy run`` and ``opentelemetry
 
 from __future__ import annotations
 
+import asyncio.events
 import threading
-from typing import Any
+import weakref
+from typing import Any, Callable, cast
 
-from tracedpolicy import construction, telemetry
+from tracedpolicy import _compat, construction, telemetry
 from tracedpolicy.factory import hook_runner, unhook_runner
-from tracedpolicy.install import follow, install, uninstall
+from tracedpolicy.install import unwatch_setter, watch_setter
 from tracedpolicy.options import Options
-from tracedpolicy.policy import API
+from tracedpolicy.patching import Patch, wrap
+from tracedpolicy.policy import (
+    API,
+    TracedEventLoopPolicy,
+    is_traced,
+    trace_in_place,
+    untrace_in_place,
+)
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _on = False
+#: Policies traced in place (their class swapped), which uninstrument() gives their class back.
+_traced_in_place: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Wrappers set where a policy could not be traced in place, by the policy they wrap.
+_wrappers: dict[int, Any] = {}
+#: The hook on asyncio's lazy creation of the default policy (after ``None`` was set).
+_lazy_default: Patch | None = None
 
 
 def instrument(**options: Any) -> None:
     """Trace every loop of the process from now on; idempotent and thread-safe.
 
-    ``options`` are those of :func:`tracedpolicy.install`, over the ``TRACEDPOLICY_*``
-    variables. A bad one raises before anything changes.
+    ``options`` are the process-wide ones of :func:`tracedpolicy.install` (exporters, creation
+    stack, report at exit), over the ``TRACEDPOLICY_*`` variables. A bad one raises before
+    anything changes.
     """
-    global _on
+    global _on, _lazy_default
     parsed = Options.parse("instrument()", options)
     if "label" in options:
         raise TypeError(
@@ -47,25 +64,70 @@ def instrument(**options: Any) -> None:
     with _lock:
         telemetry.configure(parsed, options)
         if API.has_policies:
-            install(**options)
-            follow(True)
+            watch_setter(_trace_process_policy, first=True)
+            if _lazy_default is None and "_init_event_loop_policy" in vars(asyncio.events):
+                _lazy_default = wrap(asyncio.events, "_init_event_loop_policy", _made_lazily)
+            _trace_process_policy()
         hook_runner()
         construction.hook()
         _on = True
 
 
 def uninstrument() -> None:
-    """Undo :func:`instrument`: every hook off, every patched object back; idempotent."""
-    global _on
+    """Undo :func:`instrument`: every hook off, every patched object back; idempotent.
+
+    The process-wide policy stays the one the application last chose, untraced.
+    """
+    global _on, _lazy_default
     with _lock:
         construction.unhook()
         unhook_runner()
         if API.has_policies:
-            follow(False)
-            uninstall()
+            unwatch_setter(_trace_process_policy)
+            if _lazy_default is not None:
+                _lazy_default.undo()
+                _lazy_default = None
+            for policy in list(_traced_in_place):
+                untrace_in_place(policy)
+            _traced_in_place.clear()
+            current = _compat.peek_policy()
+            wrapped = _wrappers.get(id(current))
+            if wrapped is not None:
+                cast(Any, API.set_policy)(wrapped.base)
+            _wrappers.clear()
         _on = False
 
 
 def instrumented() -> bool:
     """Whether the whole-process mode is on."""
     return _on
+
+
+def _made_lazily(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """asyncio made the default policy on first use (or after ``None``): trace it there."""
+    result = wrapped(*args, **kwargs)
+    if _on:
+        _trace_process_policy()
+    return result
+
+
+def _trace_process_policy() -> None:
+    """Trace the process-wide policy in place (``None`` stays: asyncio makes it lazily)."""
+    with _lock:
+        current = _compat.peek_policy()
+        if current is not None and is_traced(current):
+            return
+        set_policy = cast(Any, API.set_policy)
+        if current is None:
+            if _lazy_default is not None:
+                return  # traced when asyncio makes it
+            current = cast(Any, API.default_policy)()  # no lazy hook here: made now
+            set_policy(current)
+        if trace_in_place(current):
+            _traced_in_place.add(current)
+            return
+        wrapper = TracedEventLoopPolicy(current)
+        _wrappers[id(wrapper)] = wrapper
+        set_policy(wrapper)

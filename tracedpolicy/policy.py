@@ -374,6 +374,8 @@ def traced_subclass(
         "__module__": cls.__module__ if name is None else __name__.rpartition(".")[0],
         "__qualname__": cls.__qualname__ if name is None else name,
         "__doc__": cls.__doc__,
+        # No slots of its own, so a policy of cls can be given this class (trace_in_place).
+        "__slots__": (),
         "_tracedpolicy_traced": True,
         "_tracedpolicy_recorder": recorder,
         "get_event_loop": get_event_loop,
@@ -409,3 +411,40 @@ def traced(policy: PolicyT, **options: Any) -> PolicyT:
         "traced() expects an event loop policy class or instance (an AbstractEventLoopPolicy), "
         f"not {type(policy).__name__!r}"
     )
+
+
+_in_place_lock = threading.Lock()
+#: The traced subclass that policies of each class get when traced in place, and back.
+_in_place_classes: dict[type, type] = {}
+_in_place_originals: dict[type, type] = {}
+
+
+def trace_in_place(policy: Any, api: AsyncioPolicyApi = API) -> bool:
+    """Trace ``policy`` itself, by giving it a traced subclass of its class.
+
+    The subclass has the class's name and module and no state of its own, so nothing changes
+    but the tracing: ``asyncio.get_event_loop_policy() is policy`` and every ``isinstance``
+    still hold, and :func:`untrace_in_place` gives the object its class back. False where the
+    class cannot be changed (an extension type); the caller then wraps the policy instead.
+    """
+    if is_traced(policy):
+        return True
+    cls = type(policy)
+    with _in_place_lock:
+        traced_class = _in_place_classes.get(cls)
+        if traced_class is None:
+            traced_class = traced_subclass(cls, api=api)
+            _in_place_classes[cls] = traced_class
+            _in_place_originals[traced_class] = cls
+    try:
+        object.__setattr__(policy, "__class__", traced_class)
+    except TypeError:
+        return False
+    return True
+
+
+def untrace_in_place(policy: Any) -> None:
+    """Give a policy traced in place its own class back; others are left alone."""
+    original = _in_place_originals.get(type(policy))
+    if original is not None:
+        object.__setattr__(policy, "__class__", original)

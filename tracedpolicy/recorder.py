@@ -321,7 +321,7 @@ class Recorder:
         REGISTRY.flush()  # leaks noticed in dying threads are logged from a living one
         main = is_main_thread()
         loop, loop_record, loop_class = op.loop, None, None
-        if loop is not None:
+        if isinstance(loop, asyncio.AbstractEventLoop):  # a factory may hand back a stand-in
             # A loop handed out again (a factory returning an old one) was made only once.
             created = op.kind == NEW_EVENT_LOOP and op.error is None and not REGISTRY.tracks(loop)
             loop_record = REGISTRY.record_for(loop, self.origin, self.creator, created)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from tracedpolicy.loops import REGISTRY, LoopRecord
+from tracedpolicy.recorder import recorders
 
 
 def open_loops() -> list[LoopRecord]:
@@ -77,8 +78,22 @@ def leak_report(records: list[LoopRecord] | None = None, now: float | None = Non
     return "\n".join(lines) + "\n"
 
 
+def tally(open_at_exit: int = 0) -> str:
+    """One line of totals over every origin and creator, as printed at exit."""
+    made = closed = leaked = 0
+    for recorder in recorders():
+        for stats in recorder.loop_classes().values():
+            made += stats.created.value
+            closed += stats.closed.value
+            leaked += sum(counter.value for counter in stats.leaked.values())
+    line = f"{_plural(made, 'event loop')} made, {closed} closed, {leaked} leaked"
+    return f"{line} ({open_at_exit} open at exit)" if open_at_exit else line
+
+
 def report_at_exit(out: TextIO | None = None) -> None:
-    """Count the loops still open as leaked ``open_at_exit`` and print the report, if any."""
+    """Count the loops still open as leaked ``open_at_exit``, print their report and a tally."""
     leaked = REGISTRY.leak_open_at_exit()
+    out = out or sys.stderr
     if leaked:
-        print(leak_report(leaked), end="", file=out or sys.stderr)
+        print(leak_report(leaked), end="", file=out)
+    print(f"tracedpolicy at exit: {tally(len(leaked))}", file=out)

@@ -1,0 +1,32 @@
+"""CPython's own asyncio tests for runners and policies pass with the whole-process mode on.
+
+They run in a subprocess under ``python -m tracedpolicy run -m test``, CPython's own test
+runner, which also checks that no test changed the process's asyncio state (the policy global
+included). They need CPython's test package: pyenv builds have it, Debian ships it as
+``libpython3.X-testsuite``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+TESTS = ("test_asyncio.test_runners", "test_asyncio.test_events")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("test.test_asyncio") is None,
+    reason="CPython's test package is not installed (Debian: libpython3.X-testsuite)",
+)
+def test_cpythons_runner_and_policy_tests_pass_with_every_loop_traced() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tracedpolicy", "run", "-m", "test", "--fail-env-changed", *TESTS],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "SUCCESS" in done.stdout
