@@ -91,6 +91,22 @@ class Telemetry:
         return found
 
 
+#: The process-wide options as tests leave them: global providers, spans on, the default registry.
+DEFAULT_EXPORTERS = {
+    "spans": True,
+    "tracer_provider": None,
+    "meter_provider": None,
+    "prometheus": True,
+    "prometheus_registry": None,
+    "creation_stack": 0,
+}
+
+
+def restore_exporters() -> None:
+    """Point the exporters back where tests expect them (a later call changes only what it gets)."""
+    tracedpolicy_telemetry.configure(Options.parse("tests", DEFAULT_EXPORTERS), DEFAULT_EXPORTERS)
+
+
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
     """Point tracedpolicy's exporters at in-memory SDK providers and a fresh registry."""
@@ -107,7 +123,6 @@ def telemetry() -> Iterator[Telemetry]:
     }
     tracedpolicy_telemetry.configure(Options.parse("tests", given), given)
     yield Telemetry(exporter, reader, registry, tracer_provider, meter_provider)
-    defaults = {"spans": True}
-    tracedpolicy_telemetry.configure(Options.parse("tests", defaults), defaults)
+    restore_exporters()
     meter_provider.shutdown()
     tracer_provider.shutdown()

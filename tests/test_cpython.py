@@ -15,6 +15,7 @@ import sys
 import pytest
 
 TESTS = ("test_asyncio.test_runners", "test_asyncio.test_events")
+REGRTEST_OPTIONS = ("--fail-env-changed", "--timeout", "120")
 
 
 @pytest.mark.skipif(
@@ -23,7 +24,8 @@ TESTS = ("test_asyncio.test_runners", "test_asyncio.test_events")
 )
 def test_cpythons_runner_and_policy_tests_pass_with_every_loop_traced() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tracedpolicy", "run", "-m", "test", "--fail-env-changed", *TESTS],
+        # --timeout: a test that hangs dumps every thread's stack and fails, instead of hanging.
+        [sys.executable, "-m", "tracedpolicy", "run", "-m", "test", *REGRTEST_OPTIONS, *TESTS],
         capture_output=True,
         text=True,
         timeout=600,

@@ -21,9 +21,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy, errors
 from tracedpolicy._compat import RUNNING
-from tracedpolicy.options import Options
 
-from .conftest import Telemetry
+from .conftest import Telemetry, restore_exporters
 from .outcomes import in_thread, observe
 
 DefaultPolicy: Any = RUNNING.default_policy
@@ -79,8 +78,7 @@ def fresh_error_counts() -> Iterator[None]:
     errors.reset_for_tests()
     yield
     errors.reset_for_tests()
-    defaults = {"spans": True}
-    tracedpolicy.telemetry.configure(Options.parse("tests", defaults), defaults)
+    restore_exporters()
 
 
 def exercise(policy: Any) -> list[Any]:
@@ -194,3 +192,26 @@ def test_an_unmeasurable_registry_fails_open() -> None:
     )
     assert exercise(policy) == expected_outcomes()
     assert errors.internal_errors()["collector"] == 1
+
+
+class BrokenTracerProvider(trace.NoOpTracerProvider):
+    """A provider that fails when asked for a tracer (not only when its spans start)."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        raise ConnectionError("tracer provider down")
+
+
+def test_a_failing_tracer_provider_fails_alone_and_is_counted_as_a_tracer(
+    telemetry: Telemetry,
+) -> None:
+    label = "tests.errors.tracer-alone"
+    policy = TracedEventLoopPolicy(
+        DefaultPolicy(),
+        label=label,
+        tracer_provider=BrokenTracerProvider(),
+        meter_provider=telemetry.meter_provider,
+    )
+    policy.new_event_loop().close()
+    assert errors.internal_errors() == {"tracer": 1}
+    created = telemetry.points("asyncio.loop.created", label)
+    assert list(created.values()) == [1]  # the meter provider was configured all the same

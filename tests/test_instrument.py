@@ -17,7 +17,6 @@ from typing import Any, Callable
 import pytest
 
 import tracedpolicy
-from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy._compat import RUNNING, peek_policy
 from tracedpolicy.loops import REGISTRY, LoopRecord, class_name
 from tracedpolicy.recorder import policy_replacements
@@ -362,7 +361,14 @@ def test_without_a_policy_system_the_mode_still_sees_every_loop() -> None:
 
 def patched_objects() -> dict[str, Any]:
     """Every attribute the mode replaces, read as it is now (own attributes only)."""
+    import asyncio.unix_events
+
     found = {
+        "sys.meta_path": list(sys.meta_path),
+        "_UnixSelectorEventLoop.close": vars(asyncio.unix_events._UnixSelectorEventLoop).get(
+            "close"
+        ),
+        "StandInProactorLoop.close": vars(StandInProactorLoop).get("close", "inherited"),
         "BaseEventLoop.__init__": vars(BaseEventLoop).get("__init__"),
         "asyncio.set_event_loop_policy": vars(asyncio).get("set_event_loop_policy"),
         "events.set_event_loop_policy": vars(asyncio.events).get("set_event_loop_policy"),
@@ -384,6 +390,8 @@ def test_uninstrument_puts_back_every_function_and_the_policy_by_identity() -> N
     class_before = type(policy_before)
     tracedpolicy.instrument()
     assert peek_policy() is policy_before and type(policy_before) is not class_before
+    StandInProactorLoop().close()  # a loop class's close is hooked, and must come off again
+    asyncio.SelectorEventLoop().close()
     during = patched_objects()
     changed = [name for name in before if during[name] is not before[name]]
     assert "BaseEventLoop.__init__" in changed and "uvloop.Loop.__init__" in changed
@@ -391,7 +399,10 @@ def test_uninstrument_puts_back_every_function_and_the_policy_by_identity() -> N
     assert patched_objects() == during
     tracedpolicy.uninstrument()
     after = patched_objects()
-    assert all(after[name] is before[name] for name in before), after
+    assert all(
+        after[name] == before[name] if name == "sys.meta_path" else after[name] is before[name]
+        for name in before
+    ), after
     assert peek_policy() is policy_before and type(policy_before) is class_before
     tracedpolicy.uninstrument()  # idempotent
     assert patched_objects() == after
@@ -413,20 +424,167 @@ def test_uninstrument_leaves_the_apps_own_later_policy_in_place_untraced(
     assert chosen.get_event_loop() is loop  # its state went nowhere
 
 
-def test_a_policy_that_cannot_be_traced_in_place_is_wrapped_and_unwrapped(
-    monkeypatch: pytest.MonkeyPatch, loops: list[Any]
+class RefusesSubclasses(DefaultPolicy):  # type: ignore[misc]
+    """A policy class whose ``__init_subclass__`` wants a keyword tracedpolicy cannot give."""
+
+    def __init_subclass__(cls, *, name: str) -> None:
+        super().__init_subclass__()
+
+
+def policies_that_cannot_be_traced_in_place() -> dict[str, Callable[[], Any]]:
+    from unittest import mock
+
+    abstract: Any = RUNNING.abstract_policy
+    return {
+        "a class that refuses subclasses": RefusesSubclasses,
+        "a test's MagicMock(spec=...)": lambda: mock.MagicMock(spec=abstract),
+    }
+
+
+@pytest.mark.parametrize("name", policies_that_cannot_be_traced_in_place())
+def test_a_policy_that_cannot_be_traced_in_place_is_left_as_it_is(
+    name: str, whole_process: None, loops: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An extension type's instance keeps its class; no such policy exists to test with."""
-    mode = sys.modules["tracedpolicy.instrument"]  # the module, not the function of that name
-    monkeypatch.setattr(mode, "trace_in_place", lambda policy: False)
-    original = peek_policy()
-    tracedpolicy.instrument()
-    wrapper = peek_policy()
-    assert type(wrapper) is TracedEventLoopPolicy and wrapper.base is original
-    loops.append(asyncio.new_event_loop())
-    assert only_record(loops[0]).origin == "policy"
+    """Identity matters more than tracing: the policy stays itself; its loops are still seen."""
+    chosen = policies_that_cannot_be_traced_in_place()[name]()
+    chosen_class = type(chosen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(chosen)
+        assert asyncio.get_event_loop_policy() is chosen
+    assert type(chosen) is chosen_class and tracedpolicy.internal_errors() == {}
+    loops.append(asyncio.SelectorEventLoop())
+    assert only_record(loops[0]).origin == "constructor"
     tracedpolicy.uninstrument()
-    assert peek_policy() is original
+    assert peek_policy() is chosen and type(chosen) is chosen_class
+
+
+def test_a_policy_traced_in_place_pickles_and_copies_as_its_own_class(whole_process: None) -> None:
+    import copy
+    import pickle
+
+    chosen = MyPolicy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(chosen)
+    assert tracedpolicy.is_traced(chosen)
+    copied = copy.copy(chosen)
+    assert type(copied) is MyPolicy and not tracedpolicy.is_traced(copied)
+    with pytest.raises(TypeError, match="pickle"):  # the thread-local state, as bare
+        pickle.dumps(chosen)
+    with pytest.raises(TypeError, match="pickle"):
+        pickle.dumps(MyPolicy())
+
+
+def test_methods_bound_while_the_mode_was_on_still_work_after_it(loops: list[Any]) -> None:
+    tracedpolicy.instrument()
+    policy = peek_policy()
+    new, set_, get = policy.new_event_loop, policy.set_event_loop, policy.get_event_loop
+    tracedpolicy.uninstrument()
+    loops.append(new())
+    set_(loops[0])
+    assert get() is loops[0]
+    set_(None)
+
+
+def test_a_class_derived_from_the_traced_one_stops_recording_with_the_mode(
+    loops: list[Any],
+) -> None:
+    tracedpolicy.instrument()
+    derived = type("Derived", (type(peek_policy()),), {})
+    policy = derived()
+    assert tracedpolicy.is_traced(policy)
+    tracedpolicy.uninstrument()
+    assert not tracedpolicy.is_traced(policy)
+    made = dict(tracedpolicy.snapshot())
+    loops.append(policy.new_event_loop())
+    assert not records_of(loops[0]) and tracedpolicy.snapshot() == made
+
+
+@pytest.mark.parametrize("kind", ["unhashable", "equal"])
+def test_policies_that_compare_oddly_are_untraced_by_uninstrument(kind: str) -> None:
+    class Odd(DefaultPolicy):  # type: ignore[misc]
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Odd)
+
+        __hash__ = None if kind == "unhashable" else lambda self: 1  # type: ignore[assignment]
+
+    tracedpolicy.instrument()
+    first, second = Odd(), Odd()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(first)
+        asyncio.set_event_loop_policy(second)
+    assert tracedpolicy.is_traced(first) and tracedpolicy.is_traced(second)
+    tracedpolicy.uninstrument()
+    assert type(first) is Odd and type(second) is Odd and peek_policy() is second
+
+
+def test_a_setter_listener_arriving_after_uninstrument_changes_nothing() -> None:
+    """A policy set in another thread while uninstrument() runs: its listener comes late."""
+    tracedpolicy.instrument()
+    tracedpolicy.uninstrument()
+    chosen = MyPolicy()
+    RUNNING.set_policy(chosen)  # type: ignore[misc]
+    sys.modules["tracedpolicy.instrument"]._trace_process_policy()  # the late listener
+    assert type(chosen) is MyPolicy
+
+
+def test_traced_policy_classes_are_not_kept_alive_after_the_mode() -> None:
+    import weakref
+
+    def a_test_of_its_own() -> weakref.ref[type]:
+        local = type("Local", (DefaultPolicy,), {})
+        RUNNING.set_policy(local())  # type: ignore[misc]
+        tracedpolicy.instrument()
+        tracedpolicy.uninstrument()
+        RUNNING.set_policy(DefaultPolicy())  # type: ignore[misc]
+        return weakref.ref(local)
+
+    gone = a_test_of_its_own()
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_loop_a_runners_factory_made_before_failing_is_recorded(whole_process: None) -> None:
+    runner_class = getattr(asyncio, "Runner", None)
+    if runner_class is None:
+        pytest.skip("asyncio.Runner exists from 3.11")
+    made: list[Any] = []
+
+    def factory() -> Any:
+        made.append(asyncio.SelectorEventLoop())
+        raise ValueError("bad TLS config")
+
+    with pytest.raises(ValueError, match="bad TLS config"), runner_class(loop_factory=factory) as r:
+        r.run(running_loop())
+    assert only_record(made[0]).origin == "constructor"
+    made[0].close()
+
+
+def _decorated(init: Callable[..., None]) -> Callable[..., None]:
+    """A decorator as people write them: a wrapper that takes anything and passes it on."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        init(*args, **kwargs)
+
+    return wrapper
+
+
+class DecoratedInitLoop(asyncio.SelectorEventLoop):
+    """A loop class whose ``__init__`` a decorator wraps."""
+
+    @_decorated
+    def __init__(self) -> None:
+        super().__init__()
+
+
+def test_a_decorated_loop_init_is_not_taken_for_the_creation_site(
+    whole_process: None, loops: list[Any]
+) -> None:
+    line = sys._getframe().f_lineno + 1
+    loops.append(DecoratedInitLoop())
+    assert made_here(only_record(loops[0]), line), only_record(loops[0]).site
 
 
 def test_instrument_is_thread_safe_and_wraps_once() -> None:

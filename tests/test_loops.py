@@ -341,3 +341,111 @@ def test_two_policies_sharing_a_label_keep_their_own_current_loops() -> None:
     gc.collect()
     assert leaks(label)["thread_exit"] == 1
     kept[0].close()
+
+
+PENDING_AT_FORK = """
+import asyncio, gc, os, sys, warnings
+warnings.simplefilter("ignore", ResourceWarning)
+import tracedpolicy
+from tracedpolicy.recorder import recorders
+
+def leaked():
+    return sum(c.value for r in recorders() for s in r.loop_classes().values()
+               for c in s.leaked.values())
+
+policy = tracedpolicy.TracedEventLoopPolicy(label="pending-at-fork")
+policy.new_event_loop()  # dropped unclosed: its leak is queued by the GC, not counted yet
+gc.collect()
+pid = os.fork()
+if pid == 0:
+    print("child", leaked(), flush=True)  # reading the counts flushes the queue
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent", leaked(), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_leak_the_parent_had_not_counted_yet_is_not_the_childs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PENDING_AT_FORK], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["child 0", "parent 1"]
+    assert done.stderr.count("event loop leaked (gc_unclosed)") == 1  # logged by the parent
+
+
+class ClosesItsLoopWhenCollected:
+    """A user's object that owns a loop and closes it in its own ``__del__``."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+
+    def __del__(self) -> None:
+        self.loop.close()
+
+
+def test_a_loop_closed_in_a_users_del_is_closed_not_leaked() -> None:
+    label = "tests.loops.users-del"
+    owner = ClosesItsLoopWhenCollected(
+        TracedEventLoopPolicy(DefaultPolicy(), label=label).new_event_loop()
+    )
+    del owner
+    gc.collect()
+    assert counts(label) == {"loops.created": 1, "loops.closed": 1, "loops.open": 0}
+    assert leaks(label)["gc_unclosed"] == 0
+
+
+@pytest.mark.parametrize("behind_the_back", ["the base itself", "a second wrapper"])
+def test_a_threads_current_loop_follows_the_bases_own_state(behind_the_back: str) -> None:
+    """Cleared past the wrapper, the loop was not current when its thread ended: no leak."""
+    label = f"tests.loops.state-{behind_the_back.replace(' ', '-')}"
+    base = DefaultPolicy()
+    policy = TracedEventLoopPolicy(base, label=label)
+    other = TracedEventLoopPolicy(base, label=label)
+    kept: list[Any] = []
+
+    def worker() -> None:
+        loop = policy.new_event_loop()
+        policy.set_event_loop(loop)
+        kept.append(loop)
+        (base if behind_the_back == "the base itself" else other).set_event_loop(None)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    gc.collect()
+    REGISTRY.flush()
+    assert leaks(label)["thread_exit"] == 0
+    kept.pop().close()  # an explicit close, counted as such
+    assert counts(label) == {"loops.created": 1, "loops.closed": 1, "loops.open": 0}
+
+
+GARBAGE_AFTER_A_CYCLE = """
+import asyncio, gc, sys
+import tracedpolicy
+if sys.argv[1] == "traced":
+    tracedpolicy.install()
+loop = asyncio.new_event_loop()
+loop.close()
+loop.cycle = [loop]
+del loop
+gc.collect()
+gc.set_debug(gc.DEBUG_SAVEALL)
+gc.collect()
+print(sorted(type(thing).__name__ for thing in gc.garbage))
+"""
+
+
+def test_a_collected_loop_leaves_no_garbage_cycle_behind() -> None:
+    """tornado's own tests assert this; so do users who run with gc.DEBUG_SAVEALL."""
+    found = [
+        subprocess.run(
+            [sys.executable, "-c", GARBAGE_AFTER_A_CYCLE, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        for mode in ("bare", "traced")
+    ]
+    assert found == ["[]\n", "[]\n"]

@@ -53,3 +53,74 @@ def test_run_rejects_a_bad_variable_before_the_program_starts(tmp_path: Path) ->
     done = run(str(script), env={"TRACEDPOLICY_METRICS_PORT": "http"})
     assert done.returncode != 0 and "started" not in done.stdout
     assert "environment variable TRACEDPOLICY_METRICS_PORT is 'http'" in done.stderr
+
+
+SEES_ITSELF = """
+import atexit, os, pickle, sys, threading, warnings
+
+class Job:
+    pass
+
+def later():
+    thread.done = pickle.loads(pickle.dumps(Job())).__class__.__name__
+
+thread = threading.Timer(0.2, later)
+thread.start()
+atexit.register(lambda: print("atexit", hasattr(sys.modules["__main__"], "Job"), thread.done))
+print("file", __file__)
+print("path0", sys.path[0])
+print("calendar", __import__("calendar").__file__.endswith("calendar.py") and "stdlib"
+      if "decoy" not in __import__("calendar").__file__ else "decoy")
+warnings.warn("something")
+"""
+
+
+def test_run_gives_the_program_what_python_gives_it(tmp_path: Path) -> None:
+    """__main__ after the body returns, sys.path, __file__, warnings: as bare python."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "sees_itself.py").write_text(SEES_ITSELF)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "calendar.py").write_text("decoy = True\n")  # must not shadow the stdlib's
+    outputs = []
+    for command in (
+        [sys.executable, "../app/sees_itself.py"],
+        [sys.executable, "-m", "tracedpolicy", "run", "../app/sees_itself.py"],
+    ):
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs.append((done.stdout, done.stderr))
+    assert outputs[0] == outputs[1]
+    assert "atexit True Job" in outputs[1][0]
+
+
+def test_run_of_pytest_adds_no_warning_of_ours(tmp_path: Path) -> None:
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    assert True\n")
+    command = [sys.executable, "-m", "tracedpolicy", "run", "-m", "pytest", "-q", "-W", "error"]
+    command += ["-p", "no:cacheprovider", "-p", "no:asyncio", "test_nothing.py"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout and "warning" not in done.stdout
+
+
+SPAWNS = """
+import asyncio, multiprocessing, tracedpolicy
+
+def child():
+    asyncio.run(asyncio.sleep(0))
+    return tracedpolicy.instrumented(), sum(
+        c["loops.created"] for c in tracedpolicy.snapshot().values())
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        print(pool.apply(child))
+"""
+
+
+def test_run_reaches_the_python_processes_the_program_starts(tmp_path: Path) -> None:
+    script = tmp_path / "spawns.py"
+    script.write_text(SPAWNS)
+    done = run(str(script))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(True, 1)"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 import tracedpolicy
+from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.options import Options
 
@@ -105,3 +108,48 @@ def test_install_rejects_a_bad_value_naming_it_and_changes_nothing(
     assert message in str(raised.value)
     assert RUNNING.get_policy() is before  # type: ignore[misc]
     assert tracedpolicy.installed() is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shown"),
+    [
+        ("TRACEDPOLICY_METRICS_PORT", "²", "'²'"),  # a digit to str.isdigit, not to int
+        ("TRACEDPOLICY_METRICS_PORT", "9" * 5000, "'" + "9" * 36 + "..."),
+        ("TRACEDPOLICY_CREATION_STACK", "٣", "'٣'"),
+    ],
+)
+def test_odd_digits_and_huge_numbers_get_the_options_own_message(
+    variable: str, value: str, shown: str
+) -> None:
+    with pytest.raises(ValueError) as error:
+        Options.parse("tests", {}, {variable: value})
+    assert str(error.value).startswith(f"environment variable {variable} is {shown}; accepted:")
+    assert len(str(error.value)) < 200
+
+
+def test_an_address_that_cannot_be_resolved_is_refused_when_the_options_are_read() -> None:
+    with pytest.raises(ValueError, match=r"option metrics_addr is 'no-such-host\.invalid'"):
+        Options.parse("tests", {"metrics_addr": "no-such-host.invalid"})
+
+
+def test_options_given_to_an_already_traced_policy_are_checked_too() -> None:
+    traced = TracedEventLoopPolicy(RUNNING.default_policy())  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        TracedEventLoopPolicy(traced, bogus=1)
+
+
+def test_a_server_beyond_loopback_is_allowed_and_said_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracedpolicy import prometheus
+
+    monkeypatch.setattr(prometheus, "_warned_reachable", False)  # as in a fresh process
+    try:
+        with caplog.at_level(logging.WARNING, logger="tracedpolicy"):
+            first = prometheus.serve(0, "0.0.0.0", CollectorRegistry())
+            second = prometheus.serve(0, "0.0.0.0", CollectorRegistry())
+        assert first is not None and second is not None
+    finally:
+        prometheus.shutdown_servers()
+    said = [r.getMessage() for r in caplog.records if "beyond this host" in r.getMessage()]
+    assert len(said) == 1 and "0.0.0.0" in said[0]

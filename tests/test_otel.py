@@ -18,7 +18,7 @@ from tracedpolicy._compat import RUNNING
 from tracedpolicy.loops import class_name
 from tracedpolicy.policy import HIT_SAMPLER
 
-from .conftest import Telemetry
+from .conftest import Telemetry, restore_exporters
 from .outcomes import in_thread
 from .test_factory import run_with
 
@@ -245,10 +245,7 @@ def test_disabled_sdk_records_nothing_and_changes_nothing(
         assert data is None or all(not rm.scope_metrics for rm in data.resource_metrics)
         assert tracedpolicy.snapshot()["policy tests.otel.disabled"]["loops.created"] == 1
     finally:
-        defaults = {"spans": True}
-        tracedpolicy.telemetry.configure(
-            tracedpolicy.options.Options.parse("tests", defaults), defaults
-        )
+        restore_exporters()
 
 
 def test_a_leak_is_a_span_linked_to_the_loops_creation_span(telemetry: Telemetry) -> None:
@@ -278,3 +275,18 @@ def test_a_leak_is_a_span_linked_to_the_loops_creation_span(telemetry: Telemetry
         ("reason", "gc_unclosed"),
     )
     assert leaked[on_loop] == 1
+
+
+def test_a_leak_span_is_a_root_whatever_span_was_current(telemetry: Telemetry) -> None:
+    label = "tests.otel.leak-root"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        policy.new_event_loop()
+        gc.collect()  # the leak is queued, to be counted at the next look
+    tracer = telemetry.tracer_provider.get_tracer("an application")
+    with tracer.start_as_current_span("request-42"):
+        telemetry.points("asyncio.loop.leaked")  # a collection, inside the user's span
+    (leak,) = [s for s in telemetry.spans(label) if s.name == "asyncio.loop.leak"]
+    assert leak.parent is None
+    assert len(leak.links) == 1

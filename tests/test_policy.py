@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 import textwrap
@@ -416,3 +417,13 @@ def test_a_subclass_of_the_wrapper_that_overrides_a_traced_method_wins(loops: li
     policy.set_event_loop(loop)
     with pytest.raises(_MyError, match="strict"):
         policy.get_event_loop()
+
+
+def test_pickling_the_wrapper_fails_as_pickling_the_bare_policy_does() -> None:
+    import pickle
+
+    outcomes = [
+        observe(functools.partial(pickle.dumps, p))
+        for p in (DefaultPolicy(), TracedEventLoopPolicy())
+    ]
+    assert outcomes[0] == outcomes[1] and outcomes[0].error is not None

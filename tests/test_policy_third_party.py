@@ -105,3 +105,18 @@ def test_decorated_tornado_policy_counts_its_own_creation_once() -> None:
     after = recorder.snapshot()
     assert after["loops.created"] == before.get("loops.created", 0) + 1
     assert after["get_event_loop.created"] == before.get("get_event_loop.created", 0) + 1
+
+
+def test_a_loop_an_opaque_base_held_before_it_was_traced_is_a_hit_not_a_creation(
+    loops: list[Any],
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    base = uvloop.EventLoopPolicy()  # its own get_event_loop: opaque to tracedpolicy
+    loop = base.new_event_loop()
+    loops.append(loop)
+    base.set_event_loop(loop)
+    policy = TracedEventLoopPolicy(base, label="tests.third-party.held-before")
+    assert policy.get_event_loop() is loop
+    counts = policy._recorder.snapshot()
+    assert (counts["get_event_loop.hit"], counts["get_event_loop.created"]) == (1, 0)
+    assert counts["loops.created"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import warnings
@@ -154,3 +155,66 @@ def test_a_bound_method_observer_can_be_removed(loops: list[Any]) -> None:
     tracedpolicy.remove_observer(events.append)  # a new, equal bound method object
     loops.append(fresh_policy("tests.removed-observer").new_event_loop())
     assert events == []
+
+
+def test_an_observer_that_asks_for_the_loop_hears_of_calls_once_they_are_done(
+    loops: list[Any],
+) -> None:
+    """Observers hear of a creation after the loop is set, and their own calls recurse not."""
+    policy = fresh_policy("tests.observer-calls")
+    RUNNING.set_policy(policy)  # type: ignore[misc]
+    seen: list[tuple[str, Any]] = []
+
+    def asks(event: PolicyEvent) -> None:
+        if event.kind == "new_event_loop":
+            try:
+                seen.append((event.kind, asyncio.get_event_loop()))
+            except RuntimeError as error:
+                seen.append((event.kind, type(error).__name__))
+
+    tracedpolicy.add_observer(asks)
+    try:
+        if RUNNING.creates_loops_implicitly:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                loop = asyncio.get_event_loop()  # made and set implicitly, inside the get
+        else:
+            loop = policy.new_event_loop()
+            policy.set_event_loop(loop)
+        loops.append(loop)
+    finally:
+        tracedpolicy.remove_observer(asks)
+    counts = recorder_for("tests.observer-calls").snapshot()
+    if RUNNING.creates_loops_implicitly:  # heard once the get that made and set it was done
+        assert seen == [("new_event_loop", loop)]
+        assert counts["get_event_loop.hit"] == 1
+    else:  # new and set are the caller's two calls: heard after the first, as they happen
+        assert seen == [("new_event_loop", "RuntimeError")]
+        assert counts["get_event_loop.miss"] == 1
+    assert counts["loops.created"] == 1
+
+
+def test_a_thread_threading_does_not_know_gets_no_dummy_thread_from_us(
+    loops: list[Any],
+) -> None:
+    """A bare set or new_event_loop leaves threading.enumerate() alone; a traced one too."""
+    import _thread
+
+    policy = fresh_policy("tests.foreign-thread")
+    done = threading.Event()
+    found: list[int] = []
+
+    def foreign() -> None:
+        try:
+            before = len(threading.enumerate())
+            loop = policy.new_event_loop()
+            policy.set_event_loop(loop)
+            policy.set_event_loop(None)
+            loops.append(loop)
+            found.append(len(threading.enumerate()) - before)
+        finally:
+            done.set()
+
+    _thread.start_new_thread(foreign, ())
+    assert done.wait(30)
+    assert found == [0]

@@ -89,3 +89,22 @@ def test_open_loops_and_the_report_follow_the_live_loops() -> None:
     policy.set_event_loop(None)
     loop.close()
     assert not [r for r in tracedpolicy.open_loops() if r.creator == "tests.report.live"]
+
+
+def test_control_characters_in_what_the_user_controls_are_escaped() -> None:
+    """A thread named to forge report lines, or to drive the reader's terminal, cannot."""
+
+    def report_naming(name: str) -> str:
+        return leak_report(
+            [
+                record(1, CreationSite(f"app/{name}.py", 3, name), created=0.0, thread_name=name),
+                record(2, None, created=0.0, creator=name, set_on={1: name}, stack=(name,)),
+            ],
+            now=1.0,
+        )
+
+    forged = "x\n3 loops, oldest 9d, /etc/shadow:1 in FAKE\n\x1b[31m\u202e"
+    text = report_naming(forged)
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "\\x1b[31m" in text and "\\u202e" in text
+    assert len(text.splitlines()) == len(report_naming("benign").splitlines())

@@ -41,3 +41,32 @@ def test_process_options_are_named_and_per_policy_ones_are_not() -> None:
     per_policy = {"label", "get_spans", "get_span_sample_rate"}
     fields = set(vars(Options()))
     assert fields - per_policy == telemetry.PROCESS_OPTIONS
+
+
+def test_a_later_call_changes_only_the_process_options_it_passes(telemetry: Telemetry) -> None:
+    """install(meter_provider=..., spans=False, creation_stack=5), then a factory with a port."""
+    from tracedpolicy import loop_factory
+    from tracedpolicy.loops import REGISTRY
+    from tracedpolicy.prometheus import shutdown_servers
+
+    TracedEventLoopPolicy(
+        DefaultPolicy(),
+        label="tests.telemetry.first",
+        meter_provider=telemetry.meter_provider,
+        spans=False,
+        creation_stack=5,
+    )
+    try:
+        factory = loop_factory(label="tests.telemetry.later", metrics_port=0)
+        assert telemetry_module_server() is not None
+        assert recorder._span_hook is None and REGISTRY.stack_depth == 5
+        factory().close()
+        assert list(telemetry.points("asyncio.loop.created", "tests.telemetry.later").values()) == [
+            1
+        ]
+    finally:
+        shutdown_servers()
+
+
+def telemetry_module_server() -> Any:
+    return telemetry.metrics_server()

@@ -14,6 +14,9 @@ Wrap the process-wide policy, whatever it is, and every loop creation, ``set_eve
     class MyPolicy(asyncio.DefaultEventLoopPolicy): ...
 
     asyncio.run(main(), loop_factory=tracedpolicy.loop_factory())   # 3.12+, and past 3.16
+
+(PYTEST_DONT_REWRITE: ``python -m tracedpolicy run -m pytest`` imports this package before
+pytest loads its plugin, which pytest would otherwise warn about.)
 """
 
 from __future__ import annotations

@@ -9,15 +9,14 @@ the program unchanged.
 from __future__ import annotations
 
 import argparse
-import os
-import runpy
 import sys
 import urllib.parse
 import urllib.request
 from typing import Any
 
-import tracedpolicy
-from tracedpolicy import demo
+from tracedpolicy import bootstrap, demo
+from tracedpolicy.loops import printable
+from tracedpolicy.options import Options
 
 
 def _whole(minimum: int, maximum: int) -> Any:
@@ -43,19 +42,13 @@ def _seconds(text: str) -> float:
 
 
 def run_program(target: str, arguments: list[str], as_module: bool) -> int:
-    """Trace every loop (options from TRACEDPOLICY_*), then run ``target`` as __main__."""
-    tracedpolicy.instrument()
-    server = tracedpolicy.metrics_server()
-    if server is not None:
-        host, port = server.server_address[:2]
-        print(f"tracedpolicy: metrics on http://{host}:{port}/metrics", file=sys.stderr)
-    sys.argv = [target, *arguments]
-    if as_module:
-        runpy.run_module(target, run_name="__main__", alter_sys=True)
-    else:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-        runpy.run_path(target, run_name="__main__")
-    return 0
+    """Run ``target`` as ``python [-m] target arguments`` would, with every loop traced.
+
+    The options (``TRACEDPOLICY_*``) are checked first, so a bad one stops here, not in the
+    program; then the program replaces this process (see :mod:`tracedpolicy.bootstrap`).
+    """
+    Options.parse("python -m tracedpolicy run", {})
+    bootstrap.run(target, arguments, as_module)
 
 
 def print_remote_report(url: str) -> int:
@@ -67,7 +60,10 @@ def print_remote_report(url: str) -> int:
     target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/loops", "", ""))
     try:
         with urllib.request.urlopen(target, timeout=10) as response:
-            print(response.read().decode(), end="")
+            page = response.read().decode(errors="replace")
+        # The page is the process's report; it should be escaped already, but this terminal is
+        # the reader's, so nothing but its lines reaches it as it came.
+        print("\n".join(printable(line) for line in page.split("\n")), end="")
     except OSError as error:
         print(f"tracedpolicy report: could not read {target}: {error}", file=sys.stderr)
         return 1

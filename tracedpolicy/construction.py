@@ -6,8 +6,9 @@ at all. Every loop still runs a constructor, and these are hooked, once per clas
 
 * ``asyncio.base_events.BaseEventLoop.__init__``: every stdlib loop (selector, proactor,
   ``asyncio.EventLoop``) and every subclass that calls ``super().__init__()``, on every version;
-* ``uvloop.Loop.__init__``: uvloop's loop is not asyncio's; hooked when uvloop is imported (a
-  wrapt post-import hook), so processes that never import it do not load it.
+* ``uvloop.Loop.__init__``: uvloop's loop is not asyncio's; hooked as uvloop is imported (a
+  finder on ``sys.meta_path`` that answers for uvloop alone and goes again with
+  :func:`unhook`), so processes that never import uvloop do not load it.
 
 A loop constructed inside a traced policy or factory is that layer's to record (see
 :mod:`tracedpolicy.making`); one constructed anywhere else is recorded here, with origin
@@ -16,20 +17,21 @@ A loop constructed inside a traced policy or factory is that layer's to record (
 
 from __future__ import annotations
 
-import threading
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Sequence
 from typing import Any, Callable
 
-import wrapt
-
+from tracedpolicy import forksafe
 from tracedpolicy.loops import class_name
 from tracedpolicy.making import make_loop, note_constructed
 from tracedpolicy.patching import Patch, wrap
 from tracedpolicy.recorder import CONSTRUCTOR, recorder_for, thread_state
 
-_lock = threading.Lock()
+_lock = forksafe.lock()
 _patches: list[Patch] = []
 _active = False
-_uvloop_hook_registered = False
 
 
 def _construct(
@@ -58,38 +60,73 @@ def _hook(owner: Any) -> None:
 
 
 def _hook_uvloop(module: Any) -> None:
-    """wrapt calls this when uvloop is imported (at once, if it already is)."""
+    """uvloop was imported: hook its loop class."""
     loop_class = getattr(module, "Loop", None)
     if isinstance(loop_class, type):
         _hook(loop_class)
 
 
+class _UvloopFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when uvloop is imported, it lets the other finders find it and
+    hooks ``uvloop.Loop`` once the module has run. Other imports pass it by."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "uvloop" or not _active:
+            return None
+        for finder in list(sys.meta_path):
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec: importlib.machinery.ModuleSpec | None = find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _HookingLoader(spec.loader)
+                return spec
+        return None
+
+
+class _HookingLoader(importlib.abc.Loader):
+    """The real loader, and the hook after it ran; the module then names the real loader."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        _hook_uvloop(module)
+
+
+_finder = _UvloopFinder()
+
+
 def hook() -> None:
     """Record every loop constructed from now on (idempotent)."""
-    global _active, _uvloop_hook_registered
+    global _active
     import asyncio.base_events
 
     with _lock:
         _active = True
-        first = not _uvloop_hook_registered
-        _uvloop_hook_registered = True
+        if _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
     _hook(asyncio.base_events.BaseEventLoop)
-    if first:
-        # Registered once per process; it does nothing while the hooks are off.
-        wrapt.register_post_import_hook(_hook_uvloop, "uvloop")
-    else:
-        import sys
-
-        if "uvloop" in sys.modules:
-            _hook_uvloop(sys.modules["uvloop"])
+    if "uvloop" in sys.modules:
+        _hook_uvloop(sys.modules["uvloop"])
 
 
 def unhook() -> None:
-    """Put every constructor back as it was (idempotent)."""
+    """Put every constructor back as it was, and the import system too (idempotent)."""
     global _active
     with _lock:
         _active = False
         patches = list(_patches)
         _patches.clear()
+        if _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
     for patch in reversed(patches):
         patch.undo()

@@ -7,13 +7,13 @@ catches its failures and reports them here; ``tracedpolicy_internal_errors_total
 from __future__ import annotations
 
 import logging
-import threading
 
+from tracedpolicy import forksafe
 from tracedpolicy.stats import Counter
 
 logger = logging.getLogger("tracedpolicy")
 
-_lock = threading.Lock()
+_lock = forksafe.lock()
 _counters: dict[str, Counter] = {}
 _logged_kinds: set[str] = set()
 

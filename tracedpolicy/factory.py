@@ -13,10 +13,9 @@ a traced one, and the runner is left as it was afterwards.
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any, Callable
 
-from tracedpolicy import telemetry
+from tracedpolicy import forksafe, telemetry
 from tracedpolicy.loops import qualified_name
 from tracedpolicy.making import make_loop
 from tracedpolicy.options import Options
@@ -70,7 +69,7 @@ def label_of_factory(function: Callable[..., Any]) -> str:
     return qualified_name(function)
 
 
-_lock = threading.Lock()
+_lock = forksafe.lock()
 _runner_patch: Patch | None = None
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any, Callable, cast
 
-from tracedpolicy import _compat, telemetry
+from tracedpolicy import _compat, forksafe, telemetry
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.options import Options
-from tracedpolicy.patching import Patch, wrap
+from tracedpolicy.patching import Patch, wrap_everywhere
 from tracedpolicy.policy import (
     API,
     TracedEventLoopPolicy,
@@ -34,7 +33,7 @@ from tracedpolicy.recorder import count_policy_replaced
 
 logger = logging.getLogger("tracedpolicy")
 
-_lock = threading.RLock()
+_lock = forksafe.rlock()
 _installed: Any | None = None
 """The traced policy :func:`install` made process-wide."""
 _previous: Any | None = None
@@ -133,9 +132,8 @@ def watch_setter(listener: Callable[[], None], first: bool = False) -> None:
             return
         setter = cast(Callable[..., Any], API.set_policy)
         name = setter.__name__
-        for module in (asyncio.events, asyncio):
-            if vars(module).get(name) is setter:
-                _setter_patches.append(wrap(module, name, _set_policy))
+        if vars(asyncio.events).get(name) is setter:
+            _setter_patches.extend(wrap_everywhere([asyncio.events, asyncio], name, _set_policy))
 
 
 def unwatch_setter(listener: Callable[[], None]) -> None:

@@ -21,29 +21,31 @@ meanwhile in place, untraced. ``python -m tracedpolicy run`` and ``opentelemetry
 from __future__ import annotations
 
 import asyncio.events
-import threading
+import logging
 import weakref
 from typing import Any, Callable, cast
 
-from tracedpolicy import _compat, construction, telemetry
+from tracedpolicy import _compat, construction, forksafe, telemetry
 from tracedpolicy.factory import hook_runner, unhook_runner
 from tracedpolicy.install import unwatch_setter, watch_setter
+from tracedpolicy.loops import close_hooks_of_the_mode
 from tracedpolicy.options import Options
 from tracedpolicy.patching import Patch, wrap
 from tracedpolicy.policy import (
     API,
-    TracedEventLoopPolicy,
     is_traced,
+    switch_off_in_place_classes,
     trace_in_place,
     untrace_in_place,
 )
 
-_lock = threading.RLock()
+logger = logging.getLogger("tracedpolicy")
+
+_lock = forksafe.rlock()
 _on = False
-#: Policies traced in place (their class swapped), which uninstrument() gives their class back.
-_traced_in_place: weakref.WeakSet[Any] = weakref.WeakSet()
-#: Wrappers set where a policy could not be traced in place, by the policy they wrap.
-_wrappers: dict[int, Any] = {}
+#: Policies traced in place (their class swapped), which uninstrument() gives their class back,
+#: by id: a policy may be unhashable or equal to another. Weakly held where it can be.
+_traced_in_place: dict[int, Callable[[], Any]] = {}
 #: The hook on asyncio's lazy creation of the default policy (after ``None`` was set).
 _lazy_default: Patch | None = None
 
@@ -63,6 +65,8 @@ def instrument(**options: Any) -> None:
         )
     with _lock:
         telemetry.configure(parsed, options)
+        _on = True
+        close_hooks_of_the_mode(True)
         if API.has_policies:
             watch_setter(_trace_process_policy, first=True)
             if _lazy_default is None and "_init_event_loop_policy" in vars(asyncio.events):
@@ -70,7 +74,6 @@ def instrument(**options: Any) -> None:
             _trace_process_policy()
         hook_runner()
         construction.hook()
-        _on = True
 
 
 def uninstrument() -> None:
@@ -80,6 +83,7 @@ def uninstrument() -> None:
     """
     global _on, _lazy_default
     with _lock:
+        _on = False
         construction.unhook()
         unhook_runner()
         if API.has_policies:
@@ -87,15 +91,13 @@ def uninstrument() -> None:
             if _lazy_default is not None:
                 _lazy_default.undo()
                 _lazy_default = None
-            for policy in list(_traced_in_place):
-                untrace_in_place(policy)
+            for kept in list(_traced_in_place.values()):
+                policy = kept()
+                if policy is not None:
+                    untrace_in_place(policy)
             _traced_in_place.clear()
-            current = _compat.peek_policy()
-            wrapped = _wrappers.get(id(current))
-            if wrapped is not None:
-                cast(Any, API.set_policy)(wrapped.base)
-            _wrappers.clear()
-        _on = False
+            switch_off_in_place_classes()
+        close_hooks_of_the_mode(False)
 
 
 def instrumented() -> bool:
@@ -114,20 +116,33 @@ def _made_lazily(
 
 
 def _trace_process_policy() -> None:
-    """Trace the process-wide policy in place (``None`` stays: asyncio makes it lazily)."""
+    """Trace the process-wide policy in place (``None`` stays: asyncio makes it lazily).
+
+    A policy whose class cannot be given a traced subclass (an extension type, a test's mock)
+    stays as it is: its identity matters more, and the loops it makes are seen, constructed.
+    """
     with _lock:
         current = _compat.peek_policy()
-        if current is not None and is_traced(current):
+        if not _on or (current is not None and is_traced(current)):
             return
-        set_policy = cast(Any, API.set_policy)
         if current is None:
             if _lazy_default is not None:
                 return  # traced when asyncio makes it
             current = cast(Any, API.default_policy)()  # no lazy hook here: made now
-            set_policy(current)
-        if trace_in_place(current):
-            _traced_in_place.add(current)
-            return
-        wrapper = TracedEventLoopPolicy(current)
-        _wrappers[id(wrapper)] = wrapper
-        set_policy(wrapper)
+            cast(Any, API.set_policy)(current)
+        _remember(current)
+        if not trace_in_place(current):
+            _traced_in_place.pop(id(current), None)
+            logger.info(
+                "tracedpolicy cannot trace %s in place; its loops are seen as constructed",
+                type(current).__qualname__,
+            )
+
+
+def _remember(policy: Any) -> None:
+    """Keep ``policy`` for uninstrument(), weakly where it takes a weak reference."""
+    key = id(policy)
+    try:
+        _traced_in_place[key] = weakref.ref(policy, lambda _: _traced_in_place.pop(key, None))
+    except TypeError:
+        _traced_in_place[key] = lambda: policy

@@ -9,7 +9,6 @@ it off. The ``TRACEDPOLICY_*`` variables configure it, as under ``python -m trac
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection
 from typing import Any
 
@@ -17,6 +16,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
+from tracedpolicy import forksafe
 from tracedpolicy.instrument import instrument, uninstrument
 
 #: Keyword arguments an OpenTelemetry distro may pass that tracedpolicy takes as options.
@@ -26,7 +26,7 @@ _PASSED_ON = ("tracer_provider", "meter_provider")
 class TracedPolicyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Trace every event loop of the process (see :mod:`tracedpolicy.instrument`)."""
 
-    _guard = threading.Lock()
+    _guard = forksafe.lock()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ()  # asyncio is the standard library's

@@ -19,16 +19,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import inspect
 import itertools
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
+from tracedpolicy import forksafe
 from tracedpolicy.errors import record_internal_error
 
 Loop = asyncio.AbstractEventLoop
@@ -59,6 +60,18 @@ def class_name(cls: type) -> str:
     return qualified_name(cls)
 
 
+def printable(text: object) -> str:
+    """``text`` as a report or a log line may show it: control and format characters escaped.
+
+    Thread names, file paths and labels are the user's (or an attacker's) text; a newline would
+    add a fake line to a report, an escape sequence would drive the reader's terminal.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class CreationSite(NamedTuple):
     """Where a loop was made: a file, a line and the function around it."""
 
@@ -67,7 +80,7 @@ class CreationSite(NamedTuple):
     function: str
 
     def __str__(self) -> str:
-        return f"{self.filename}:{self.lineno} in {self.function}"
+        return printable(f"{self.filename}:{self.lineno} in {self.function}")
 
 
 #: Modules of ours that play the user's part: their frames are creation sites.
@@ -80,13 +93,16 @@ def _skipped(frame: Any) -> bool:
 
 
 def _constructing(frame: Any, loop: object) -> bool:
-    """Whether ``frame`` is an ``__init__`` of ``loop`` itself (a loop subclass's own)."""
+    """Whether ``frame`` is part of making ``loop``: an ``__init__`` of it, or a decorator's
+    wrapper around one. Its first argument is the loop, which did not exist before."""
     code = frame.f_code
-    return (
-        code.co_name == "__init__"
-        and code.co_argcount > 0
-        and frame.f_locals.get(code.co_varnames[0]) is loop
-    )
+    if not code.co_argcount and not code.co_flags & inspect.CO_VARARGS:
+        return False
+    names, local = code.co_varnames, frame.f_locals
+    if code.co_argcount:
+        return local.get(names[0]) is loop
+    star = local.get(names[code.co_kwonlyargcount])
+    return isinstance(star, tuple) and bool(star) and star[0] is loop
 
 
 def capture_site(
@@ -172,11 +188,34 @@ class LoopRecord:
         return end - self.created_monotonic
 
 
+def current_thread_name() -> str:
+    """This thread's name, without making a ``_DummyThread`` for a thread ``threading`` does
+    not know (one started with ``_thread.start_new_thread``): a bare policy call makes none."""
+    ident = threading.get_ident()
+    active = getattr(threading, "_active", None)
+    thread = active.get(ident) if isinstance(active, dict) else None
+    return thread.name if thread is not None else f"thread {ident}"
+
+
+def thread_state_of(holder: object) -> dict[str, Any] | None:
+    """This thread's own state dict of a policy that keeps CPython's ``_local``, else None.
+
+    Kept with the loop set on that thread, it tells at the thread's end whether the loop was
+    still current there, whoever changed it since (even past any traced policy).
+    """
+    local = getattr(holder, "_local", None)
+    if not isinstance(local, threading.local):
+        return None
+    state = vars(local)
+    return state if isinstance(state, dict) else None
+
+
 class _ThreadLoops(threading.local):
-    """This thread's current loop per policy label, and the sentinel that outlives nothing."""
+    """This thread's current loop per policy state holder (with that holder's own state for
+    this thread, where it has one), and the sentinel that outlives nothing."""
 
     def __init__(self) -> None:
-        self.current: dict[Hashable, LoopRecord] = {}
+        self.current: dict[int, tuple[LoopRecord, dict[str, Any] | None]] = {}
         self.sentinel: object | None = None
 
 
@@ -186,7 +225,7 @@ class LoopRegistry:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._records: dict[int, LoopRecord] = {}
-        self._lock = threading.RLock()
+        self._lock = forksafe.rlock()
         self._threads = _ThreadLoops()
         #: Leaks seen where no Python work may run (a dying thread, a GC callback), for flush().
         self._pending: collections.deque[tuple[LoopRecord, str]] = collections.deque()
@@ -194,7 +233,7 @@ class LoopRegistry:
         self.stack_depth = 0
         self.closed_listeners: list[Callable[[LoopRecord, float], None]] = []
         self.leaked_listeners: list[Callable[[LoopRecord, str], None]] = []
-        self.inherited_listeners: list[Callable[[LoopRecord], None]] = []
+        self.inherited_listeners: list[Callable[[], None]] = []
 
     def record_for(self, loop: Loop, origin: str, creator: str, tracked: bool) -> LoopRecord | None:
         """The loop's record, made on first sight; None for a loop that takes no weakref."""
@@ -211,7 +250,7 @@ class LoopRegistry:
             creator=creator,
             loop_class=class_name(type(loop)),
             thread_id=threading.get_ident(),
-            thread_name=threading.current_thread().name,
+            thread_name=current_thread_name(),
             created_at=time.time(),
             created_monotonic=time.monotonic(),
             tracked=tracked,
@@ -219,7 +258,9 @@ class LoopRegistry:
             stack=stack,
         )
         try:
-            record._ref = weakref.ref(loop, functools.partial(self._collected, key, record))
+            # The callback holds no record: a record, its weakref and the callback would be a
+            # reference cycle, garbage that only the next collection frees.
+            record._ref = weakref.ref(loop, functools.partial(self._collected, key))
         except TypeError:
             return None
         with self._lock:
@@ -277,6 +318,7 @@ class LoopRegistry:
             if reason == THREAD_EXIT and record.loop is not None and record.loop.is_closed():
                 continue  # closed after its thread ended, before we looked: not a leak
             self._leak(record, reason)
+        release_unused_close_hooks()
 
     def sweep(self) -> None:
         """Count queued leaks, and notice closes that no hook on ``close`` could see."""
@@ -287,17 +329,21 @@ class LoopRegistry:
                 if loop is not None and loop.is_closed():
                     self._closed(record, loop)
 
-    def set_current(self, policy: Hashable, record: LoopRecord | None) -> None:
-        """A traced ``set_event_loop`` on ``policy`` made ``record``'s loop this thread's."""
+    def set_current(self, holder: object, record: LoopRecord | None) -> None:
+        """A traced ``set_event_loop`` made ``record``'s loop this thread's loop of ``holder``.
+
+        ``holder`` is the object that keeps the state (a wrapped policy's base), so two wrappers
+        around one base share it.
+        """
         threads = self._threads
         ident = threading.get_ident()
-        previous = threads.current.pop(policy, None)
+        previous = threads.current.pop(id(holder), None)
         if previous is not None:
-            previous.set_on.pop(ident, None)
+            previous[0].set_on.pop(ident, None)
         if record is None:
             return
-        record.set_on[ident] = threading.current_thread().name
-        threads.current[policy] = record
+        record.set_on[ident] = current_thread_name()
+        threads.current[id(holder)] = (record, thread_state_of(holder))
         if threads.sentinel is None:
             # Thread-local storage is cleared when the thread ends, and the sentinel with it.
             sentinel = threads.sentinel = _Sentinel()
@@ -318,17 +364,19 @@ class LoopRegistry:
         return leaked
 
     def after_fork_in_child(self) -> None:
-        """The parent's loops are not this process's: stop counting them here."""
-        self._lock = threading.RLock()  # the parent's may have been held by another thread
+        """The parent's loops are not this process's: stop counting them here.
+
+        Leaks the parent noticed but had not counted yet are the parent's too. (The locks were
+        re-made by :mod:`tracedpolicy.forksafe`, whose handler runs first.)
+        """
+        self._pending.clear()
         self._threads = _ThreadLoops()
         for record in self.records():
-            if record.inherited:
-                continue
-            was_open = record.counts_as_open
             record.inherited = True
             record.set_on.clear()
-            if was_open:
-                _notify(self.inherited_listeners, record)
+        # The counts say which loops are open: a thread of the parent may have been between
+        # making a record and counting its loop when the fork happened.
+        _notify(self.inherited_listeners)
 
     def _closed(self, record: LoopRecord, loop: Loop) -> None:
         if not loop.is_closed():
@@ -338,6 +386,7 @@ class LoopRegistry:
                 return  # closing twice counts once; a leak stays a leak
             record.closed_monotonic = time.monotonic()
         _notify(self.closed_listeners, record, record.age())
+        release_unused_close_hooks()
 
     def _leak(self, record: LoopRecord, reason: str) -> None:
         with self._lock:
@@ -346,18 +395,25 @@ class LoopRegistry:
             record.leaked = reason
         _notify(self.leaked_listeners, record, reason)
 
-    def _collected(self, key: int, record: LoopRecord, _ref: object) -> None:
+    def _collected(self, key: int, ref: object) -> None:
         with self._lock:
-            if self._records.get(key) is record:
-                del self._records[key]
+            record = self._records.get(key)
+            if record is None or record._ref is not ref:
+                return
+            del self._records[key]
         if record.counts_as_open:
             ended = any(not _thread_alive(ident) for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
-    def _thread_ended(self, ident: int, current: dict[Hashable, LoopRecord]) -> None:
-        for record in list(current.values()):
+    def _thread_ended(
+        self, ident: int, current: dict[int, tuple[LoopRecord, dict[str, Any] | None]]
+    ) -> None:
+        for record, state in list(current.values()):
             record.set_on.pop(ident, None)
-            if record.counts_as_open and record.loop is not None:
+            loop = record.loop
+            if state is not None and state.get("_loop") is not loop:
+                continue  # the policy's own state says it was no longer current there
+            if record.counts_as_open and loop is not None:
                 self._pending.append((record, THREAD_EXIT))
 
 
@@ -388,38 +444,97 @@ def _notify(listeners: list[Any], *args: Any) -> None:
             record_internal_error("registry", failure)
 
 
-_hooked_classes: set[type] = set()
-_hook_lock = threading.Lock()
+def _finalizer_codes() -> frozenset[Any]:
+    """The code of asyncio's own finalizer, ``BaseEventLoop.__del__``: the one close that is no
+    close of the user's. (uvloop's finalizer closes nothing; a user's ``__del__`` is theirs.)"""
+    import asyncio.base_events
+
+    finalizer = vars(asyncio.base_events.BaseEventLoop).get("__del__")
+    code = getattr(finalizer, "__code__", None)
+    return frozenset() if code is None else frozenset({code})
+
+
+_FINALIZERS = _finalizer_codes()
+_MISSING = object()
+_hook_lock = forksafe.lock()
+#: Each hooked class: what its own ``close`` was (``_MISSING`` if inherited), and the hook.
+_close_hooks: dict[type, tuple[Any, Callable[[Any], None]]] = {}
+#: Hooks made while the whole-process mode was on, which it takes off when it ends...
+_hooks_of_the_mode: set[type] = set()
+_mode_on = False
+#: ...as soon as no open loop made through them is left.
+_hooks_to_release: set[type] = set()
 
 
 def _hook_close(loop: Loop) -> bool:
     """Make ``loop.close()`` tell the registry after it ran; False if it cannot.
 
     The hook goes on the loop's class, once, and keeps nothing per loop; for loops without a
-    record it only costs a dict lookup. A close that ``__del__`` makes for an abandoned loop is
-    not counted: that loop was garbage-collected unclosed. A loop with its own instance
-    ``close`` is left to :meth:`LoopRegistry.sweep`.
+    record it only costs a dict lookup. A close that asyncio's ``__del__`` makes for an
+    abandoned loop is not counted: that loop was garbage-collected unclosed. A loop with its
+    own instance ``close`` is left to :meth:`LoopRegistry.sweep`.
     """
     if "close" in getattr(loop, "__dict__", {}):
         return False
     cls = type(loop)
     with _hook_lock:
-        if cls in _hooked_classes:
+        _hooks_to_release.discard(cls)
+        if cls in _close_hooks:
             return True
         original: Callable[[Any], None] = cls.close
 
         @functools.wraps(original)
         def close(self: Any) -> None:
             original(self)
-            if sys._getframe(1).f_code.co_name != "__del__":
+            if sys._getframe(1).f_code not in _FINALIZERS:
                 REGISTRY.closed(self)
 
+        own = vars(cls).get("close", _MISSING)
         try:
             cls.close = close  # type: ignore[method-assign]
         except (AttributeError, TypeError):  # an extension type: immutable
             return False
-        _hooked_classes.add(cls)
+        _close_hooks[cls] = (own, close)
+        if _mode_on:
+            _hooks_of_the_mode.add(cls)
         return True
+
+
+def close_hooks_of_the_mode(on: bool) -> None:
+    """The whole-process mode starts (its hooks are noted) or ends (they are taken off, each
+    once no open loop depends on it: their closes must still be counted)."""
+    global _mode_on
+    with _hook_lock:
+        _mode_on = on
+        if on:
+            return
+        _hooks_to_release.update(_hooks_of_the_mode)
+        _hooks_of_the_mode.clear()
+    release_unused_close_hooks()
+
+
+def release_unused_close_hooks() -> None:
+    """Take off the hooks waiting to go that no open loop's ``close`` goes through any more."""
+    if not _hooks_to_release:
+        return
+    in_use = {
+        type(loop).close
+        for record in REGISTRY.records()
+        if record.counts_as_open and (loop := record.loop) is not None
+    }
+    with _hook_lock:
+        for cls in list(_hooks_to_release):
+            own, hook = _close_hooks[cls]
+            if hook in in_use:
+                continue
+            _hooks_to_release.discard(cls)
+            del _close_hooks[cls]
+            if vars(cls).get("close") is not hook:
+                continue  # replaced since by someone else: theirs stays
+            if own is _MISSING:
+                delattr(cls, "close")
+            else:
+                cls.close = own  # type: ignore[attr-defined]
 
 
 #: The process's registry: every traced policy and loop factory records here.

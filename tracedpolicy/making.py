@@ -35,12 +35,16 @@ def make_loop(make: Callable[[], Loop], recorder: Recorder) -> Loop:
     if state.making is not None:
         return make()
     making = state.making = Making()
-    with recorder.operation(NEW_EVENT_LOOP) as op:
-        try:
-            op.loop = loop = make()
-        finally:
-            state.making = None
-    record_strays(making, loop)
+    loop: Loop | None = None
+    try:
+        with recorder.operation(NEW_EVENT_LOOP) as op:
+            try:
+                op.loop = loop = make()
+            finally:
+                state.making = None
+    finally:
+        # Also when make() raised: a loop it constructed before failing exists all the same.
+        record_strays(making, loop)
     return loop
 
 

@@ -7,7 +7,9 @@ the value and what is accepted, so a typo never silently turns telemetry off.
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -93,8 +95,7 @@ class Options:
             prometheus=source.switch("prometheus", TRACEDPOLICY_PROMETHEUS, True),
             prometheus_registry=options.get("prometheus_registry"),
             metrics_port=source.port("metrics_port", TRACEDPOLICY_METRICS_PORT),
-            metrics_addr=source.text("metrics_addr", TRACEDPOLICY_METRICS_ADDR, "127.0.0.1")
-            or "127.0.0.1",
+            metrics_addr=source.address("metrics_addr", TRACEDPOLICY_METRICS_ADDR, "127.0.0.1"),
             creation_stack=source.whole(
                 "creation_stack", TRACEDPOLICY_CREATION_STACK, 0, MAX_CREATION_STACK
             ),
@@ -132,7 +133,7 @@ class _Source:
             return value
         if isinstance(value, str) and value.lower() in _SWITCH:
             return _SWITCH[value.lower()]
-        raise ValueError(f"{where} is {value!r}; accepted: true/false, on/off, 1/0, yes/no")
+        raise ValueError(f"{where} is {_shown(value)}; accepted: true/false, on/off, 1/0, yes/no")
 
     def choice(self, name: str, variable: str, default: str, accepted: tuple[str, ...]) -> str:
         value, where = self._raw(name, variable)
@@ -140,7 +141,7 @@ class _Source:
             return default
         if isinstance(value, str) and value.lower() in accepted:
             return value.lower()
-        raise ValueError(f"{where} is {value!r}; accepted: {', '.join(accepted)}")
+        raise ValueError(f"{where} is {_shown(value)}; accepted: {', '.join(accepted)}")
 
     def rate(self, name: str, variable: str, default: float) -> float:
         value, where = self._raw(name, variable)
@@ -151,34 +152,74 @@ class _Source:
         except (TypeError, ValueError):
             rate = float("nan")
         if isinstance(value, bool) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{where} is {value!r}; accepted: a number from 0 to 1")
+            raise ValueError(f"{where} is {_shown(value)}; accepted: a number from 0 to 1")
         return rate
 
     def whole(self, name: str, variable: str, default: int, maximum: int) -> int:
         value, where = self._raw(name, variable)
         if value is _DEFAULT:
             return default
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        elif isinstance(value, str) and value.isdigit():
-            number = int(value)
-        else:
-            number = -1
-        if not 0 <= number <= maximum:
-            raise ValueError(f"{where} is {value!r}; accepted: a whole number from 0 to {maximum}")
+        number = _whole_number(value, maximum)
+        if number is None:
+            raise ValueError(
+                f"{where} is {_shown(value)}; accepted: a whole number from 0 to {maximum}"
+            )
         return number
 
     def port(self, name: str, variable: str) -> int | None:
         value, where = self._raw(name, variable)
         if value is _DEFAULT or value is None:
             return None
-        text = value if isinstance(value, str) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            port = value
-        elif text is not None and text.isdigit():
-            port = int(text)
-        else:
-            port = -1
-        if not 0 <= port <= 65535:
-            raise ValueError(f"{where} is {value!r}; accepted: a port number from 0 to 65535")
+        port = _whole_number(value, 65535)
+        if port is None:
+            raise ValueError(f"{where} is {_shown(value)}; accepted: a port number from 0 to 65535")
         return port
+
+    def address(self, name: str, variable: str, default: str) -> str:
+        value = self.text(name, variable, None)
+        if value is None or not value.strip():
+            return default
+        _, where = self._raw(name, variable)
+        problem = _unresolvable(value.strip())
+        if problem:
+            raise ValueError(
+                f"{where} is {_shown(value)}; accepted: an address of this host"
+                f" (an IP address or a name it resolves): {problem}"
+            )
+        return value.strip()
+
+
+def _whole_number(value: Any, maximum: int) -> int | None:
+    """``value`` as a whole number from 0 to ``maximum``, or None.
+
+    Text must be ASCII digits ("²" is a digit to ``str.isdigit`` but not to ``int``), and no
+    longer than the maximum's own digits (``int`` refuses thousands of digits on 3.11+).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and len(value.lstrip("0")) <= len(str(maximum))
+    ):
+        number = int(value)
+    else:
+        return None
+    return number if 0 <= number <= maximum else None
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+@functools.lru_cache(maxsize=16)
+def _unresolvable(address: str) -> str:
+    """Why ``address`` cannot be bound, or "" if it can be looked up."""
+    try:
+        socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        return str(error) or type(error).__name__
+    return ""

@@ -112,10 +112,12 @@ class SpanHook:
         if handle is None:
             if event is None or not self._enabled():
                 return
-            # A leak links to its loop's creation span, which may be in another trace.
+            # A leak is noticed wherever the process happens to be (in some request's span): it
+            # is a root span of its own, linked to its loop's creation span.
             creation = event.record.span_context if event.record is not None else None
             span: Any = self.tracer.start_span(
                 SPAN_NAMES[(event.origin, event.kind)],
+                context=context.Context(),
                 kind=SpanKind.INTERNAL,
                 start_time=event.start_ns,
                 links=[trace.Link(creation)] if creation is not None else None,
@@ -206,29 +208,31 @@ _instruments: dict[metrics.MeterProvider | None, Instruments] = {}
 _active: Instruments | None = None
 
 
-def configure(
-    tracer_provider: trace.TracerProvider | None,
-    meter_provider: metrics.MeterProvider | None,
-    spans: bool,
-) -> None:
-    """Send spans to ``tracer_provider`` and metrics to ``meter_provider`` (None: global).
+def configure_tracing(tracer_provider: trace.TracerProvider | None, spans: bool) -> None:
+    """Send spans to ``tracer_provider`` (None: the global one), or make none.
 
     The global providers are API proxies until an SDK is set, and then they bind, so the
-    defaults need no reconfiguring. Configuring another meter provider moves the metrics there.
+    default needs no reconfiguring.
     """
+    from tracedpolicy import __version__
+
+    if not spans:
+        recorder.set_span_hook(None)
+        return
+    tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider)
+    recorder.set_span_hook(SpanHook(tracer))
+
+
+def configure_metrics(meter_provider: metrics.MeterProvider | None) -> None:
+    """Report to ``meter_provider`` (None: the global one); the previous one gets no more."""
     global _active
     from tracedpolicy import __version__
 
-    if spans:
-        tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider)
-        recorder.set_span_hook(SpanHook(tracer))
-    else:
-        recorder.set_span_hook(None)
     instruments = _instruments.get(meter_provider)
     if instruments is None:
         meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider)
         instruments = _instruments[meter_provider] = Instruments(meter)
-        recorder.add_observer(instruments.record)
+        recorder.add_sink(instruments.record)
     if _active is not None and _active is not instruments:
         _active.active = False
     instruments.active = True

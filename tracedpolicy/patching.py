@@ -50,10 +50,42 @@ class Patch:
             setattr(self.owner, self.name, self.original)
 
 
+class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """wrapt's function wrapper, which also pickles and copies as the function it wraps does.
+
+    A function pickles as a reference to its module's attribute, which is this wrapper while
+    the patch is on; copying a function gives the function itself.
+    """
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__wrapped__.__qualname__  # pickled by reference, as a function is
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+
 def wrap(owner: Any, name: str, wrapper: Wrapper) -> Patch:
     """Replace ``owner.name`` (a class's or a module's) by ``wrapper`` around it."""
-    original = vars(owner).get(name, _MISSING)
-    target = getattr(owner, name)
-    function_wrapper = wrapt.FunctionWrapper(target, wrapper)
-    setattr(owner, name, function_wrapper)
-    return Patch(owner, name, original, function_wrapper)
+    (patch,) = wrap_everywhere([owner], name, wrapper)
+    return patch
+
+
+def wrap_everywhere(owners: list[Any], name: str, wrapper: Wrapper) -> list[Patch]:
+    """Wrap ``owners[0].name`` once, and put the one wrapper wherever the same object is held.
+
+    asyncio holds its policy setter in two modules; both then hold the same wrapper, so
+    ``asyncio.set_event_loop_policy is asyncio.events.set_event_loop_policy`` still holds.
+    """
+    target = getattr(owners[0], name)
+    function_wrapper = _Wrapper(target, wrapper)
+    patches = []
+    for owner in owners:
+        original = vars(owner).get(name, _MISSING)
+        if owner is not owners[0] and original is not target:
+            continue
+        setattr(owner, name, function_wrapper)
+        patches.append(Patch(owner, name, original, function_wrapper))
+    return patches

@@ -16,17 +16,19 @@ alike. Faithfulness rules (see ``shared/reference`` in the team repo for the fac
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import functools
 import inspect
 import random
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from tracedpolicy import _compat, telemetry
+from tracedpolicy import _compat, forksafe, telemetry
 from tracedpolicy._compat import AsyncioPolicyApi
-from tracedpolicy.loops import REGISTRY, qualified_name
+from tracedpolicy.loops import REGISTRY, qualified_name, thread_state_of
 from tracedpolicy.making import begin_outer, end_outer, make_loop, record_strays
 from tracedpolicy.options import Options
 from tracedpolicy.recorder import (
@@ -115,19 +117,23 @@ def _get_from_opaque(
     """Call a base's own ``get_event_loop`` and classify what it did afterwards.
 
     A loop the base constructs meanwhile is this policy's creation (its layer is the outer one).
+    A loop the base already held before it was traced is a hit, not a creation.
     """
     creations_before = thread_state.creations
+    state = thread_state_of(owner)
+    held_before = state.get("_loop") if state is not None else None
     start_ns = time.time_ns()
     making = begin_outer()
     try:
         loop = inner_get()
-    except RuntimeError as error:
+    except BaseException as error:  # any: a warning made an error, a KeyboardInterrupt
         end_outer(making)
-        recorder.record_after(GET_EVENT_LOOP, "miss", None, start_ns, error)
+        if isinstance(error, RuntimeError):
+            recorder.record_after(GET_EVENT_LOOP, "miss", None, start_ns, error)
         record_strays(making, None)
         raise
     end_outer(making)
-    if not REGISTRY.tracks(loop):
+    if not REGISTRY.tracks(loop) and loop is not held_before:
         # The base made it with its own new_event_loop, which no traced one recorded.
         recorder.record_after(NEW_EVENT_LOOP, None, loop, start_ns)
         recorder.record_after(GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
@@ -153,9 +159,12 @@ def _maybe_span_hit(recorder: Recorder, loop: Loop, rate: float) -> None:
 def _set(
     inner_set: Callable[[Loop | None], None], loop: Any, recorder: Recorder, owner: Any
 ) -> None:
-    """Set through the base (its checks, errors and side effects), recorded as it runs."""
+    """Set through the base (its checks, errors and side effects), recorded as it runs.
+
+    ``owner`` keeps the state: the wrapped base, or the traced policy itself.
+    """
     with recorder.operation(SET_EVENT_LOOP) as op:
-        op.owner = id(owner)
+        op.owner = owner
         inner_set(loop)
         op.loop = loop
 
@@ -211,6 +220,7 @@ class TracedEventLoopPolicy(_PolicyBase):
         **options: Any,
     ) -> None:
         if base is self:  # __new__ returned an already traced policy
+            Options.parse("TracedEventLoopPolicy()", options)  # bad options fail all the same
             return
         _require_policies(_api)
         parsed = Options.parse("TracedEventLoopPolicy()", options)
@@ -251,10 +261,10 @@ class TracedEventLoopPolicy(_PolicyBase):
         base = self._base
         if _uses_stock_get(base, self._api):
             return _get_from_stock(self, base, self._recorder, self._api)
-        return _get_from_opaque(base.get_event_loop, self._recorder, self._hit_span_rate, self)
+        return _get_from_opaque(base.get_event_loop, self._recorder, self._hit_span_rate, base)
 
     def set_event_loop(self, loop: Loop | None) -> None:
-        _set(self._base.set_event_loop, loop, self._recorder, self)
+        _set(self._base.set_event_loop, loop, self._recorder, self._base)
 
     def new_event_loop(self) -> Loop:
         return make_loop(self._base.new_event_loop, self._recorder)
@@ -296,6 +306,10 @@ class TracedEventLoopPolicy(_PolicyBase):
 
     def __dir__(self) -> list[str]:
         return sorted(set(dir(type(self))) | set(vars(self)) | set(dir(self._base)))
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Pickled as the base is (policies hold a thread-local: it fails as the bare one does).
+        return self._base.__reduce_ex__(protocol)
 
     def __repr__(self) -> str:
         return f"<TracedEventLoopPolicy wrapping {self._base!r}>"
@@ -352,23 +366,40 @@ def traced_subclass(
                 if hit_span_rate:
                     _maybe_span_hit(recorder, loop, hit_span_rate)
                 return loop
-            return _get_from_stock(self, self, recorder, api)
+            if tracing(self):
+                return _get_from_stock(self, self, recorder, api)
+        if not tracing(self):
+            return parent(self).get_event_loop()  # type: ignore[no-any-return]
         return _get_from_opaque(parent(self).get_event_loop, recorder, hit_span_rate, self)
 
     def set_event_loop(self: Any, loop: Loop | None) -> None:
+        if not tracing(self):
+            return parent(self).set_event_loop(loop)  # type: ignore[no-any-return]
         _set(parent(self).set_event_loop, loop, recorder, self)
+        return None
 
     def new_event_loop(self: Any) -> Loop:
+        if not tracing(self):
+            return parent(self).new_event_loop()  # type: ignore[no-any-return]
         return make_loop(parent(self).new_event_loop, recorder)
 
     @functools.wraps(cast(Any, cls).__init__)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         parent(self).__init__(*args, **kwargs)
-        telemetry.configure(options, given)
+        if tracing(self):
+            telemetry.configure(options, given)
 
     def parent(self: Any) -> Any:
-        """``super()`` as seen from the subclass: the next class in ``self``'s MRO."""
-        return super(cast(Any, subclass), self)
+        """``super()`` as seen from the subclass: the next class in ``self``'s MRO; or, once
+        :func:`untrace_in_place` gave the object its class back, the object itself (a method
+        bound before, or running in another thread meanwhile, then acts as the bare one)."""
+        if isinstance(self, subclass):
+            return super(cast(Any, subclass), self)
+        return self
+
+    def tracing(self: Any) -> bool:
+        """Whether this call is to be recorded: the class is on and the object still has it."""
+        return bool(cast(Any, subclass)._tracedpolicy_traced) and isinstance(self, subclass)
 
     namespace: dict[str, Any] = {
         "__module__": cls.__module__ if name is None else __name__.rpartition(".")[0],
@@ -413,10 +444,10 @@ def traced(policy: PolicyT, **options: Any) -> PolicyT:
     )
 
 
-_in_place_lock = threading.Lock()
-#: The traced subclass that policies of each class get when traced in place, and back.
-_in_place_classes: dict[type, type] = {}
-_in_place_originals: dict[type, type] = {}
+_in_place_lock = forksafe.lock()
+#: The traced subclass that policies of each class get when traced in place (weakly held both
+#: ways: a class a test defines and drops goes away, and its traced twin with it).
+_in_place_classes: weakref.WeakKeyDictionary[type, weakref.ref[type]] = weakref.WeakKeyDictionary()
 
 
 def trace_in_place(policy: Any, api: AsyncioPolicyApi = API) -> bool:
@@ -424,27 +455,59 @@ def trace_in_place(policy: Any, api: AsyncioPolicyApi = API) -> bool:
 
     The subclass has the class's name and module and no state of its own, so nothing changes
     but the tracing: ``asyncio.get_event_loop_policy() is policy`` and every ``isinstance``
-    still hold, and :func:`untrace_in_place` gives the object its class back. False where the
-    class cannot be changed (an extension type); the caller then wraps the policy instead.
+    still hold, it pickles and copies as its class, and :func:`untrace_in_place` gives the
+    object its class back. Returns False, changing nothing, where that cannot be done (an
+    extension type, a mock; a class whose ``__init_subclass__`` refuses a subclass).
     """
     if is_traced(policy):
         return True
     cls = type(policy)
     with _in_place_lock:
-        traced_class = _in_place_classes.get(cls)
-        if traced_class is None:
-            traced_class = traced_subclass(cls, api=api)
-            _in_place_classes[cls] = traced_class
-            _in_place_originals[traced_class] = cls
-    try:
-        object.__setattr__(policy, "__class__", traced_class)
-    except TypeError:
-        return False
+        known = _in_place_classes.get(cls)
+        traced_class = known() if known is not None else None
+        try:
+            if traced_class is None:
+                traced_class = traced_subclass(
+                    cls,
+                    api=api,
+                    attributes={
+                        "_tracedpolicy_original": cls,
+                        "__reduce_ex__": _reduce_as_original,
+                    },
+                )
+                _in_place_classes[cls] = weakref.ref(traced_class)
+            cast(Any, traced_class)._tracedpolicy_traced = True
+            object.__setattr__(policy, "__class__", traced_class)
+        except Exception:  # the class refuses: its loops are still seen, as constructed
+            return False
     return True
 
 
 def untrace_in_place(policy: Any) -> None:
     """Give a policy traced in place its own class back; others are left alone."""
-    original = _in_place_originals.get(type(policy))
+    original = vars(type(policy)).get("_tracedpolicy_original")
     if original is not None:
         object.__setattr__(policy, "__class__", original)
+
+
+def switch_off_in_place_classes() -> None:
+    """Policies still of a traced-in-place class (a copy made by ``type(p)()``, a subclass
+    derived from one) act as their own class from now on: nothing of theirs is recorded."""
+    with _in_place_lock:
+        for known in list(_in_place_classes.values()):
+            traced_class = known()
+            if traced_class is not None:
+                cast(Any, traced_class)._tracedpolicy_traced = False
+
+
+def _reduce_as_original(self: Any, protocol: Any) -> Any:
+    """Pickle and copy a policy traced in place as an object of its own class."""
+    traced_class: Any = next(c for c in type(self).__mro__ if "_tracedpolicy_original" in vars(c))
+    original = vars(traced_class)["_tracedpolicy_original"]
+    reduced = super(traced_class, self).__reduce_ex__(protocol)
+    rebuild: Any = copyreg  # its private helpers are what object.__reduce_ex__ returns
+    if isinstance(reduced, tuple) and reduced[0] in (rebuild.__newobj__, rebuild._reconstructor):
+        # Made anew as an object of the original class (pickle insists that __newobj__'s class
+        # be the object's own), with the same state.
+        return (rebuild._reconstructor, (original, object, None), *reduced[2:])
+    return reduced

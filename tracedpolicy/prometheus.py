@@ -7,6 +7,9 @@ policies exist; the ``policy`` label tells them apart.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import logging
 import socket
 import threading
 import weakref
@@ -20,7 +23,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from tracedpolicy import metrics
+from tracedpolicy import forksafe, metrics
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.metrics import ALL, samples
 from tracedpolicy.report import leak_report
@@ -73,7 +76,9 @@ class PolicyCollector(Collector):
         return filled
 
 
-_lock = threading.Lock()
+logger = logging.getLogger("tracedpolicy")
+
+_lock = forksafe.lock()
 _collector = PolicyCollector()
 _registered: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
 _servers: dict[tuple[str, int], Any] = {}
@@ -135,7 +140,37 @@ def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None
         name = f"tracedpolicy-metrics-{server.server_port}"
         threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
         _servers[(addr, port)] = _servers[(addr, server.server_port)] = server
-        return server
+    _warn_if_reachable(server)
+    return server
+
+
+_warned_reachable = False
+
+
+def _warn_if_reachable(server: Any) -> None:
+    """Say once that a server bound beyond loopback (allowed: metrics_addr says so) is open."""
+    global _warned_reachable
+    host, port = server.server_address[:2]
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    if not _warned_reachable:
+        _warned_reachable = True
+        logger.warning(
+            "tracedpolicy serves /metrics and /loops on %s:%s, beyond this host: anyone who"
+            " reaches it reads loop counts, file paths and thread names",
+            host,
+            port,
+        )
+
+
+def forget_servers_in_child() -> None:
+    """In a forked child: no thread serves, and the parent's listening sockets are closed here."""
+    servers = {id(server): server for server in _servers.values()}.values()
+    _servers.clear()
+    for server in servers:
+        with contextlib.suppress(OSError):
+            server.socket.close()
 
 
 def shutdown_servers() -> None:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import pytest
 
 import tracedpolicy
-from tracedpolicy.loops import REGISTRY, LoopRecord
+from tracedpolicy.loops import REGISTRY, LoopRecord, printable
 
 MODES = ("off", "fail", "warn")
 
@@ -174,7 +174,7 @@ def _describe(who: str, records: list[LoopRecord], root: str) -> str:
             filename = record.site.filename
             if filename.startswith(root + os.sep):
                 filename = os.path.relpath(filename, root)
-            site = f"{filename}:{record.site.lineno} in {record.site.function}"
+            site = printable(f"{filename}:{record.site.lineno} in {record.site.function}")
         state = f"leaked: {record.leaked}" if record.leaked else "still open"
         lines.append(
             f"  {record.loop_class} #{record.loop_id} made at {site}, "

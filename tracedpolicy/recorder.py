@@ -20,11 +20,20 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Callable, NamedTuple, Protocol
 
+from tracedpolicy import forksafe
 from tracedpolicy.errors import record_internal_error
-from tracedpolicy.loops import LEAK_REASONS, REGISTRY, LoopRecord, class_name
+from tracedpolicy.loops import (
+    LEAK_REASONS,
+    REGISTRY,
+    LoopRecord,
+    class_name,
+    current_thread_name,
+    printable,
+)
 from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS, Counter, Histogram
 
 Loop = asyncio.AbstractEventLoop
@@ -96,8 +105,10 @@ class SpanHook(Protocol):
 _NO_SPAN = object()
 
 _observers: tuple[Observer, ...] = ()
+#: tracedpolicy's own listeners (OpenTelemetry's histograms): every event, at once.
+_sinks: tuple[Observer, ...] = ()
 _span_hook: SpanHook | None = None
-_lock = threading.Lock()
+_lock = forksafe.lock()
 
 
 def add_observer(observer: Observer) -> None:
@@ -117,6 +128,13 @@ def remove_observer(observer: Observer) -> None:
     with _lock:
         # ==, not is: ``events.append`` makes a new, equal bound method on every access.
         _observers = tuple(o for o in _observers if o != observer)
+
+
+def add_sink(sink: Observer) -> None:
+    """Call ``sink`` with every event as it happens (tracedpolicy's own exporters)."""
+    global _sinks
+    with _lock:
+        _sinks = (*_sinks, sink)
 
 
 def set_span_hook(hook: SpanHook | None) -> None:
@@ -159,11 +177,16 @@ class Making:
 
 
 class _ThreadState(threading.local):
-    """How many loops were made in this thread (to spot one made during an opaque get), and
-    the outer layer making one now, if any."""
+    """Per thread: how many loops were made (to spot one made during an opaque get), the outer
+    layer making one now, and the traced calls in progress with the events they await."""
 
     creations = 0
     making: Making | None = None
+    #: Traced operations in progress: observers hear of them once the outermost is done.
+    depth = 0
+    deferred: list[PolicyEvent] | None = None
+    #: Observers are running: calls they make are counted, but not told to them again.
+    observing = False
 
 
 thread_state = _ThreadState()
@@ -176,14 +199,16 @@ class LoopClassStats:
         self.created = Counter()
         self.closed = Counter()
         self.leaked = {reason: Counter() for reason in LEAK_REASONS}
-        self.inherited = Counter()
+        #: Loops of a parent process, open when it forked this one (set only in the child,
+        #: by the fork handler, while no other thread exists: a plain number will do).
+        self.inherited = 0
         self.creation_seconds = Histogram(CREATION_SECONDS)
         self.lifetime_seconds = Histogram(LIFETIME_SECONDS)
 
     @property
     def open(self) -> int:
         """Loops made and neither closed, leaked nor inherited from a parent process."""
-        gone = self.closed.value + self.inherited.value
+        gone = self.closed.value + self.inherited
         return self.created.value - gone - sum(c.value for c in self.leaked.values())
 
 
@@ -212,12 +237,14 @@ class Operation:
         self.handle: Any = None
         #: False for a loop creation seen only afterwards: its duration is unknown.
         self.measured = True
-        #: id() of the policy object the call was made on (its thread's loops are per policy).
-        self.owner = 0
+        #: The object that keeps the policy's state (a wrapper's base): a thread's current loop
+        #: is tracked per such object.
+        self.owner: Any = None
         self.start_ns = time.time_ns()
         self.start = time.perf_counter()
 
     def __enter__(self) -> Operation:
+        thread_state.depth += 1
         hook = _span_hook
         if hook is not None:
             try:
@@ -235,6 +262,7 @@ class Operation:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        thread_state.depth -= 1
         self.finish(exc)
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -290,7 +318,7 @@ class Recorder:
             op.result, op.loop, op.measured = result, loop, False
             if start_ns is not None:
                 op.start_ns = start_ns
-            op.owner = id(owner)
+            op.owner = owner
         except Exception as failure:
             record_internal_error("recorder", failure)
             return
@@ -353,7 +381,7 @@ class Recorder:
             loop_record.loop_id if loop_record else None,
             loop_class,
             threading.get_ident(),
-            threading.current_thread().name,
+            current_thread_name(),
             main,
             op.start_ns,
             time.time_ns(),
@@ -375,7 +403,12 @@ class Recorder:
 
 
 def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
-    """End the span (always, if one was started) and tell observers about ``event``."""
+    """End the span (always, if one was started) and tell observers about ``event``.
+
+    Observers hear of a call once its effects are complete: inside another traced call (a
+    policy's implicit creation makes and sets a loop within a get), events wait for the
+    outermost to finish. Calls an observer makes are counted and traced, not told to them.
+    """
     hook = _span_hook
     if handle is _NO_SPAN:
         hook = None
@@ -384,13 +417,44 @@ def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
             hook.end(handle, event)
         except Exception as failure:
             record_internal_error("tracer", failure)
-    if event is None:
+    if event is not None:
+        for sink in _sinks:
+            try:
+                sink(event)
+            except Exception as failure:
+                record_internal_error("meter", failure)
+    state = thread_state
+    if event is None or not _observers or state.observing:
+        _deliver_deferred(state)
         return
-    for observer in _observers:
-        try:
-            observer(event)
-        except Exception as failure:
-            record_internal_error("observer", failure)
+    if state.depth > 0:
+        if state.deferred is None:
+            state.deferred = []
+        state.deferred.append(event)
+        return
+    _deliver_deferred(state)
+    _deliver(state, (event,))
+
+
+def _deliver_deferred(state: _ThreadState) -> None:
+    """Tell observers the events that waited for the outermost call, once it is done."""
+    if state.depth > 0 or not state.deferred or state.observing:
+        return
+    events, state.deferred = state.deferred, None
+    _deliver(state, events)
+
+
+def _deliver(state: _ThreadState, events: Iterable[PolicyEvent]) -> None:
+    state.observing = True
+    try:
+        for event in events:
+            for observer in _observers:
+                try:
+                    observer(event)
+                except Exception as failure:
+                    record_internal_error("observer", failure)
+    finally:
+        state.observing = False
 
 
 #: The call counts of a policy, in the order snapshots list them.
@@ -417,7 +481,7 @@ def _loop_closed(record: LoopRecord, lifetime: float) -> None:
         record.loop_id,
         record.loop_class,
         threading.get_ident(),
-        threading.current_thread().name,
+        current_thread_name(),
         is_main_thread(),
         now,
         now,
@@ -433,11 +497,11 @@ def _loop_leaked(record: LoopRecord, reason: str) -> None:
     leaks_logger.warning(
         "event loop leaked (%s): %s #%d made at %s in thread %r (%s), %.3fs old",
         reason,
-        record.loop_class,
+        printable(record.loop_class),
         record.loop_id,
         record.site or "an unknown site",
-        record.thread_name,
-        record.made_by,
+        record.thread_name,  # shown with %r, which escapes control characters
+        printable(record.made_by),
         record.age(),
     )
     now = time.time_ns()
@@ -461,14 +525,16 @@ def _loop_leaked(record: LoopRecord, reason: str) -> None:
     _dispatch(event, None)
 
 
-def _loop_inherited(record: LoopRecord) -> None:
-    stats = recorder_for(record.creator, record.origin).loop_class_stats(record.loop_class)
-    next(stats.inherited.tick)
+def _loops_inherited() -> None:
+    """In a forked child: every loop the parent counted open is the parent's, not open here."""
+    for recorder in recorders():
+        for stats in recorder.loop_classes().values():
+            stats.inherited += stats.open
 
 
 REGISTRY.closed_listeners.append(_loop_closed)
 REGISTRY.leaked_listeners.append(_loop_leaked)
-REGISTRY.inherited_listeners.append(_loop_inherited)
+REGISTRY.inherited_listeners.append(_loops_inherited)
 
 _recorders: dict[tuple[str, str], Recorder] = {}
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TextIO
 
-from tracedpolicy.loops import REGISTRY, LoopRecord
+from tracedpolicy.loops import REGISTRY, LoopRecord, printable
 from tracedpolicy.recorder import recorders
 
 
@@ -42,7 +42,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def _names(values: Iterable[str]) -> str:
-    counts = Counter(values)
+    counts = Counter(printable(value) for value in values)
     return ", ".join(name if n == 1 else f"{name} ({n})" for name, n in sorted(counts.items()))
 
 
@@ -74,26 +74,35 @@ def leak_report(records: list[LoopRecord] | None = None, now: float | None = Non
         leaked = [r.leaked for r in group if r.leaked]
         if leaked:
             lines.append(f"    leaked: {_names(leaked)}")
-        lines.extend(f"    from {frame}" for frame in oldest.stack)
+        lines.extend(f"    from {printable(frame)}" for frame in oldest.stack)
     return "\n".join(lines) + "\n"
 
 
-def tally(open_at_exit: int = 0) -> str:
-    """One line of totals over every origin and creator, as printed at exit."""
+def totals() -> tuple[int, int, int]:
+    """Loops made, closed and leaked, over every origin and creator."""
     made = closed = leaked = 0
     for recorder in recorders():
         for stats in recorder.loop_classes().values():
             made += stats.created.value
             closed += stats.closed.value
             leaked += sum(counter.value for counter in stats.leaked.values())
-    line = f"{_plural(made, 'event loop')} made, {closed} closed, {leaked} leaked"
-    return f"{line} ({open_at_exit} open at exit)" if open_at_exit else line
+    return made, closed, leaked
 
 
 def report_at_exit(out: TextIO | None = None) -> None:
-    """Count the loops still open as leaked ``open_at_exit``, print their report and a tally."""
-    leaked = REGISTRY.leak_open_at_exit()
+    """Count the loops still open as leaked ``open_at_exit``, print their report and a tally.
+
+    A process that made no loop prints nothing: a program that does not use asyncio keeps its
+    output as it was.
+    """
+    leaked_now = REGISTRY.leak_open_at_exit()
+    made, closed, leaked = totals()
+    if not made:
+        return
     out = out or sys.stderr
-    if leaked:
-        print(leak_report(leaked), end="", file=out)
-    print(f"tracedpolicy at exit: {tally(len(leaked))}", file=out)
+    if leaked_now:
+        print(leak_report(leaked_now), end="", file=out)
+    line = f"{_plural(made, 'event loop')} made, {closed} closed, {leaked} leaked"
+    if leaked_now:
+        line += f" ({len(leaked_now)} open at exit)"
+    print(f"tracedpolicy at exit: {line}", file=out)

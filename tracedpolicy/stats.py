@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import threading
 from collections.abc import Sequence
 from typing import NamedTuple
+
+from tracedpolicy import forksafe
 
 
 class Counter:
@@ -45,7 +46,7 @@ class Histogram:
         self.bounds = tuple(bounds)
         self._bucket_counts = [0] * (len(self.bounds) + 1)
         self._sum = 0.0
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock()
 
     def observe(self, value: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le="bound").

@@ -2,17 +2,18 @@
 
 Exporters are per process, like the recorders they read. The first traced policy, install()
 or loop_factory() sets them up from its options and the TRACEDPOLICY_* variables; a later one
-changes them only if it passes an exporter option itself.
+changes only the exporter options it passes itself.
 """
 
 from __future__ import annotations
 
 import atexit
-import threading
+import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
-from tracedpolicy import otel, prometheus, report
+from tracedpolicy import forksafe, otel, prometheus, report
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import REGISTRY
 from tracedpolicy.options import Options
@@ -32,38 +33,81 @@ PROCESS_OPTIONS = frozenset(
     }
 )
 
-_lock = threading.Lock()
-_configured = False
+_lock = forksafe.lock()
+_in_force: Options | None = None
+"""The process-wide options in force: the first call's, then each later one's given ones."""
 _server: Any | None = None
 _report_registered = False
 
 
 def configure(options: Options, given: Mapping[str, Any]) -> None:
-    """Apply ``options`` if this is the first call or ``given`` names an exporter option."""
-    global _configured, _server, _report_registered
+    """Apply the process-wide ``options``: all of them the first time, later only ``given``.
+
+    A later ``loop_factory(metrics_port=0)`` starts a server and changes nothing else: not the
+    providers, not the spans switch, not the creation stack. Each exporter fails alone, counted
+    under its own kind.
+    """
+    global _in_force
     with _lock:
-        if _configured and not PROCESS_OPTIONS.intersection(given):
-            return
-        _configured = True
-        REGISTRY.stack_depth = options.creation_stack
-        if options.report_at_exit and not _report_registered:
-            atexit.register(report.report_at_exit)
-            _report_registered = True
-        try:
-            otel.configure(options.tracer_provider, options.meter_provider, options.spans)
-        except Exception as failure:  # a provider that fails must not fail the policy
-            record_internal_error("meter", failure)
-        if options.prometheus:
-            try:
-                prometheus.register(options.prometheus_registry)
-            except Exception as failure:
-                record_internal_error("collector", failure)
-        if options.metrics_port is not None:
-            _server = prometheus.serve(
-                options.metrics_port, options.metrics_addr, options.prometheus_registry
+        if _in_force is None:
+            names: set[str] = set(PROCESS_OPTIONS)
+            _in_force = options
+        else:
+            names = set(PROCESS_OPTIONS.intersection(given))
+            if not names:
+                return
+            _in_force = dataclasses.replace(
+                _in_force, **{name: getattr(options, name) for name in names}
             )
+        _apply(_in_force, names)
+
+
+def _apply(options: Options, names: set[str]) -> None:
+    global _server, _report_registered
+    if "creation_stack" in names:
+        REGISTRY.stack_depth = options.creation_stack
+    if "report_at_exit" in names and options.report_at_exit and not _report_registered:
+        atexit.register(report.report_at_exit)
+        _report_registered = True
+    if names & {"spans", "tracer_provider"}:
+        try:
+            otel.configure_tracing(options.tracer_provider, options.spans)
+        except Exception as failure:  # a provider that fails must not fail the policy
+            record_internal_error("tracer", failure)
+    if "meter_provider" in names:
+        try:
+            otel.configure_metrics(options.meter_provider)
+        except Exception as failure:
+            record_internal_error("meter", failure)
+    if names & {"prometheus", "prometheus_registry"} and options.prometheus:
+        try:
+            prometheus.register(options.prometheus_registry)
+        except Exception as failure:
+            record_internal_error("collector", failure)
+    if names & {"metrics_port", "metrics_addr"} and options.metrics_port is not None:
+        _server = prometheus.serve(
+            options.metrics_port, options.metrics_addr, options.prometheus_registry
+        )
 
 
 def metrics_server() -> Any | None:
     """The /metrics server the options started, if any."""
     return _server
+
+
+def reset_for_tests() -> None:
+    """Forget the options in force, as if nothing had been configured. Only use in tests."""
+    global _in_force
+    with _lock:
+        _in_force = None
+
+
+def _forget_server_in_child() -> None:
+    """A forked child has no server thread, and must not keep the parent's port."""
+    global _server
+    _server = None
+    prometheus.forget_servers_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_server_in_child)

@@ -1,0 +1,1 @@
+"""The folder ``python -m tracedpolicy run`` puts first on ``PYTHONPATH``: its sitecustomize."""

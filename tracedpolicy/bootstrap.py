@@ -1,0 +1,75 @@
+"""The whole-process mode in every process of ``python -m tracedpolicy run``.
+
+``run`` does not run the program itself: it starts it anew, as ``python [-m] target args``
+with the same interpreter and flags, with :mod:`tracedpolicy._bootstrap` first on
+``PYTHONPATH`` and ``TRACEDPOLICY_BOOTSTRAP`` set. The program is then ``__main__``, its
+``sys.path``, ``__file__`` and warnings are what ``python`` gives them, and every Python process
+it starts is traced as well. On POSIX the program replaces ``run`` (same pid, same signals).
+
+The process ``run`` started serves the metrics (``TRACEDPOLICY_METRICS_PORT``) and prints the
+tally at exit; processes it starts in turn trace their own loops without serving, so nobody
+fights over the port. ``python -E``, ``-I`` or ``-S`` ignore ``PYTHONPATH`` or ``site``: there
+the mode cannot start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any, NoReturn
+
+#: Set by ``run`` for the processes of a traced program: ``main`` for the one it starts, which
+#: turns it to ``worker`` for the processes that one starts in turn.
+TRACEDPOLICY_BOOTSTRAP = "TRACEDPOLICY_BOOTSTRAP"
+MAIN, WORKER = "main", "worker"
+
+FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+
+
+def start() -> None:
+    """In a process of a ``run``: turn the whole-process mode on (sitecustomize calls this)."""
+    role = os.environ.get(TRACEDPOLICY_BOOTSTRAP, "")
+    if role not in (MAIN, WORKER):
+        return
+    import tracedpolicy
+
+    if role == MAIN:
+        os.environ[TRACEDPOLICY_BOOTSTRAP] = WORKER  # for the processes this one starts
+        tracedpolicy.instrument()
+        server = tracedpolicy.metrics_server()
+        if server is not None:
+            host, port = server.server_address[:2]
+            print(f"tracedpolicy: metrics on http://{host}:{port}/metrics", file=sys.stderr)
+    else:
+        # A process the program started: its loops are traced; the port is the first one's.
+        tracedpolicy.instrument(metrics_port=None, report_at_exit=False)
+
+
+def environment(base: dict[str, str]) -> dict[str, str]:
+    """``base`` with the bootstrap on: the folder first on PYTHONPATH, the role ``main``."""
+    paths = [FOLDER, *(p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {**base, "PYTHONPATH": os.pathsep.join(paths), TRACEDPOLICY_BOOTSTRAP: MAIN}
+
+
+def run(target: str, arguments: list[str], as_module: bool) -> NoReturn:
+    """Start ``python [-m] target arguments`` traced, in place of this process where it can."""
+    command = [
+        sys.executable,
+        *_interpreter_flags(),
+        *(["-m", target] if as_module else [target]),
+        *arguments,
+    ]
+    env = environment(dict(os.environ))
+    if os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, command, env)
+    # Windows keeps no process across an exec: a child, whose exit code becomes ours.
+    sys.exit(subprocess.call(command, env=env))
+
+
+def _interpreter_flags() -> list[str]:
+    """The flags this interpreter runs with (-W, -X, -O, ...), for the program's."""
+    flags: Any = getattr(subprocess, "_args_from_interpreter_flags", None)
+    return list(flags()) if callable(flags) else []
