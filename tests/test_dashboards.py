@@ -95,6 +95,24 @@ def test_prometheus_config_and_alert_rules_pass_promtool() -> None:
     assert "SUCCESS: 4 rules found" in check.stdout
 
 
+@pytest.mark.skipif(PROMTOOL is None and not REQUIRED, reason="promtool is not installed here")
+def test_each_alert_fires_on_trouble_and_stays_quiet_when_healthy() -> None:
+    """promtool's unit tests of the rules (alerts_test.yml): one test group per alert."""
+    assert PROMTOOL is not None
+    tests = DASHBOARDS / "prometheus" / "alerts_test.yml"
+    run = subprocess.run(
+        [PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    tested = {
+        check["alertname"]
+        for group in yaml.safe_load(tests.read_text())["tests"]
+        for check in group["alert_rule_test"]
+    }
+    rules = yaml.safe_load((DASHBOARDS / "prometheus" / "alerts.yml").read_text())["groups"]
+    assert tested == {rule["alert"] for group in rules for rule in group["rules"]}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,6 +49,9 @@ def test_demo_serves_live_metrics_on_loopback_and_stops_on_ctrl_c(
     first = demo.stdout.readline()
     assert first.startswith("serving metrics on http://127.0.0.1:"), first + demo.stderr.read()  # type: ignore[union-attr]
     url = first.split()[3]
+    second = demo.stdout.readline()
+    assert second.startswith("open loops: ") and second.rstrip().endswith(url.rsplit("/", 1)[0])
+    printed_command = shlex.split(second[len("open loops: ") :])
     deadline = time.monotonic() + 30
     totals = scrape(url)
     while totals.get("asyncio_loop_closed_total", 0) < 10 and time.monotonic() < deadline:
@@ -54,11 +59,14 @@ def test_demo_serves_live_metrics_on_loopback_and_stops_on_ctrl_c(
     assert totals["asyncio_loop_closed_total"] >= 10
     assert totals["asyncio_policy_get_event_loop_calls_total"] > 0
     assert totals["asyncio_loop_open"] > 0  # the leaking worker's loops
+    # The command the demo printed works as printed, from where the demo was started, with
+    # no virtualenv activated (the bare PATH knows no tracedpolicy).
     report = subprocess.run(
-        [sys.executable, "-m", "tracedpolicy", "report", url.rsplit("/", 1)[0]],
+        printed_command,
         capture_output=True,
         text=True,
         timeout=30,
+        env={**os.environ, "PATH": os.defpath},
     )
     assert report.returncode == 0, report.stderr
     assert report.stdout.startswith("tracedpolicy: ") and "open event loop" in report.stdout

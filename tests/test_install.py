@@ -99,3 +99,20 @@ def test_install_rejects_an_unknown_option_and_changes_nothing() -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour'; accepted: label"):
         tracedpolicy.install(colour="blue")
     assert get_policy() is before and tracedpolicy.installed() is None
+
+
+@pytest.mark.parametrize(("on", "off"), [("install", "uninstall"), ("instrument", "uninstrument")])
+def test_turning_off_stops_the_metrics_server_it_started(on: str, off: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    getattr(tracedpolicy, on)(metrics_port=0)
+    server = tracedpolicy.metrics_server()
+    assert server is not None
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.status == 200
+    getattr(tracedpolicy, off)()
+    assert tracedpolicy.metrics_server() is None
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=10)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 PROGRAM = """
 import asyncio, sys, tracedpolicy
@@ -47,12 +50,96 @@ def test_run_takes_a_module_like_python_m(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[0] == "['x'] __main__ True"
 
 
-def test_run_rejects_a_bad_variable_before_the_program_starts(tmp_path: Path) -> None:
-    script = tmp_path / "app.py"
-    script.write_text("print('started')")
-    done = run(str(script), env={"TRACEDPOLICY_METRICS_PORT": "http"})
-    assert done.returncode != 0 and "started" not in done.stdout
-    assert "environment variable TRACEDPOLICY_METRICS_PORT is 'http'" in done.stderr
+BAD_PORT = "environment variable TRACEDPOLICY_METRICS_PORT is 'http'; accepted: a port number"
+
+
+def tracedpolicy_command(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tracedpolicy", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run", "app.py"], ["demo", "--seconds", "1"], ["report", "http://127.0.0.1:1"]],
+)
+def test_every_command_refuses_a_bad_variable_in_one_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "app.py").write_text("print('started')")
+    done = tracedpolicy_command(*command, env={"TRACEDPOLICY_METRICS_PORT": "http"}, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"tracedpolicy: {BAD_PORT}") and done.stderr.count("\n") == 1
+
+
+def test_a_bad_variable_never_breaks_the_import_and_fails_the_policy_it_configures() -> None:
+    code = (
+        "import tracedpolicy\n"
+        "try:\n    tracedpolicy.TracedDefaultEventLoopPolicy()\n"
+        "except ValueError as error:\n    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRACEDPOLICY_METRICS_PORT": "http"},
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith(BAD_PORT)
+    help_text = tracedpolicy_command("--help", env={"TRACEDPOLICY_METRICS_PORT": "http"})
+    assert help_text.returncode == 0 and "``" not in help_text.stdout
+
+
+def test_run_without_a_target_says_what_is_needed() -> None:
+    done = tracedpolicy_command("run")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "tracedpolicy run: error: the following argument is required: target"
+        " (a script, or -m and a module)"
+    )
+
+
+@pytest.mark.parametrize("target", [["nonexistent.py"], ["-m", "no_such_module"]])
+def test_run_of_a_missing_target_answers_as_python_does(target: list[str], tmp_path: Path) -> None:
+    bare = subprocess.run(
+        [sys.executable, *target], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    traced = tracedpolicy_command("run", *target, cwd=tmp_path)
+    assert (traced.returncode, traced.stdout, traced.stderr) == (
+        bare.returncode,
+        bare.stdout,
+        bare.stderr,
+    )
+    assert bare.returncode != 0 and bare.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_busy_metrics_port_is_one_line_saying_what_to_do(command: str, tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("print('app ran')")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        if command == "run":
+            done = tracedpolicy_command(
+                "run", "app.py", env={"TRACEDPOLICY_METRICS_PORT": port}, cwd=tmp_path
+            )
+            assert (done.returncode, done.stdout) == (0, "app ran\n")  # the app goes on
+        else:
+            done = tracedpolicy_command("demo", "--port", port, "--seconds", "1", cwd=tmp_path)
+            assert done.returncode == 1
+    assert done.stderr == (
+        f"tracedpolicy: no /metrics on 127.0.0.1:{port} (Address already in use): choose a free"
+        " port (0: any free one); tracing goes on\n"
+    )
 
 
 SEES_ITSELF = """

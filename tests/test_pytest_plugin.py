@@ -66,6 +66,32 @@ def test_warn_mode_warns_instead(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*LoopLeakWarning: test_leaks.py::test_leaky left 1 unclosed*"])
 
 
+@pytest.mark.parametrize(
+    ("arguments", "outcomes"),
+    [
+        (["--loop-leaks", "tests/"], {"passed": 3, "errors": 2}),  # the path is not swallowed
+        (["tests/", "--loop-leaks"], {"passed": 3, "errors": 2}),
+        (["--loop-leaks=fail", "tests/"], {"passed": 3, "errors": 2}),
+        (["--loop-leaks=warn", "tests/"], {"passed": 3, "warnings": 2}),
+        (["--loop-leaks=off", "tests/"], {"passed": 3}),
+    ],
+)
+def test_the_flag_works_wherever_it_stands(
+    pytester: pytest.Pytester, arguments: list[str], outcomes: dict[str, int]
+) -> None:
+    pytester.mkdir("tests")
+    (pytester.path / "tests" / "test_leaks.py").write_text(LEAKY.lstrip("\n"))
+    pytester.makepyfile(test_elsewhere="def test_not_collected():\n    raise AssertionError\n")
+    result = pytester.runpytest_subprocess(*arguments, "-W", "ignore::ResourceWarning")
+    result.assert_outcomes(**outcomes)
+
+
+def test_a_bad_mode_on_the_command_line_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--loop-leaks=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--loop-leaks*sometimes*"])
+
+
 def test_a_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_leaks=LEAKY)
     pytester.makeini("[pytest]\nloop_leaks = sometimes\n")

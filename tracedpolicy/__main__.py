@@ -44,10 +44,9 @@ def _seconds(text: str) -> float:
 def run_program(target: str, arguments: list[str], as_module: bool) -> int:
     """Run ``target`` as ``python [-m] target arguments`` would, with every loop traced.
 
-    The options (``TRACEDPOLICY_*``) are checked first, so a bad one stops here, not in the
-    program; then the program replaces this process (see :mod:`tracedpolicy.bootstrap`).
+    The program replaces this process (see :mod:`tracedpolicy.bootstrap`): a script that does
+    not exist, or a module that cannot be found, gets python's own message and exit code.
     """
-    Options.parse("python -m tracedpolicy run", {})
     bootstrap.run(target, arguments, as_module)
 
 
@@ -71,7 +70,7 @@ def print_remote_report(url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tracedpolicy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tracedpolicy", description=__doc__.replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser(
         "demo", help="a workload under a traced policy, with live metrics on loopback"
@@ -86,13 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         help="run a Python program with every event loop traced (zero-code; see TRACEDPOLICY_*)",
     )
     run.add_argument("-m", dest="module", action="store_true", help="run a module, as python -m")
-    run.add_argument("target", help="the script (or, with -m, the module) to run")
-    run.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
+    run.add_argument("target", nargs="?", help="the script (or, with -m, the module) to run")
+    run.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments, if any")
     report = commands.add_parser(
         "report", help="print the open-loop report of a running process (its /loops page)"
     )
     report.add_argument("url", help="the metrics server, e.g. http://127.0.0.1:9464")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.target is None:
+        run.error("the following argument is required: target (a script, or -m and a module)")
+    try:  # a bad TRACEDPOLICY_* variable: its message, on one line, before anything starts
+        Options.parse(f"python -m tracedpolicy {args.command}", {})
+    except (TypeError, ValueError) as error:
+        print(f"tracedpolicy: {error}", file=sys.stderr)
+        return 2
     if args.command == "report":
         return print_remote_report(args.url)
     if args.command == "run":

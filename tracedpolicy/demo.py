@@ -93,6 +93,14 @@ def leak_one_of_each(policy: Any) -> None:
         gc.collect()
 
 
+def _python() -> str:
+    """This interpreter, as a command that works where it is printed (the venv's, not PATH's)."""
+    relative = os.path.relpath(sys.executable)
+    if relative.startswith(os.pardir) or len(relative) >= len(sys.executable):
+        return sys.executable
+    return relative if os.sep in relative else os.path.join(os.curdir, relative)
+
+
 def summary_line() -> str:
     """Totals over every policy label, in one line."""
     totals: dict[str, int] = {}
@@ -158,11 +166,10 @@ def main(
     policy = tracedpolicy.install(metrics_port=port, metrics_addr=addr)
     server = tracedpolicy.metrics_server()
     if server is None:
-        print(f"could not serve metrics on {addr}:{port}; see the log above", file=out)
-        return 1
+        return 1  # tracedpolicy said why, and what to do, in one line
     host, bound_port = server.server_address[:2]
     print(f"serving metrics on http://{host}:{bound_port}/metrics (Ctrl-C to stop)", file=out)
-    print(f"open loops: python -m tracedpolicy report http://{host}:{bound_port}", file=out)
+    print(f"open loops: {_python()} -m tracedpolicy report http://{host}:{bound_port}", file=out)
     out.flush()
     workload = Workload(policy, threads, pause=0.01)
     workload.start()

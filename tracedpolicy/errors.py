@@ -18,14 +18,21 @@ _counters: dict[str, Counter] = {}
 _logged_kinds: set[str] = set()
 
 
-def record_internal_error(kind: str, error: BaseException) -> None:
-    """Count a failure of kind ``kind`` (tracer, meter, observer, ...); log the first one."""
+def record_internal_error(kind: str, error: BaseException, explanation: str = "") -> None:
+    """Count a failure of kind ``kind`` (tracer, meter, observer, ...); log the first one.
+
+    With an ``explanation`` (what failed, where, what to do), that one line is the log, and the
+    traceback is only at debug level: a busy port is the user's to fix, not a bug of ours.
+    """
     with _lock:
         counter = _counters.setdefault(kind, Counter())
         first = kind not in _logged_kinds
         _logged_kinds.add(kind)
     next(counter.tick)
-    if first:
+    if explanation:
+        logger.error("tracedpolicy: %s", explanation)
+        logger.debug("tracedpolicy %s failed", kind, exc_info=error)
+    elif first:
         logger.error(
             "tracedpolicy %s failed; the policy call went on unaffected "
             "(further %s failures are counted, not logged)",

@@ -39,6 +39,8 @@ _installed: Any | None = None
 _previous: Any | None = None
 """The policy it replaced, which :func:`uninstall` puts back."""
 _warned = False
+_server: Any | None = None
+"""The metrics server :func:`install` started, which :func:`uninstall` stops."""
 _listeners: list[Callable[[], None]] = []
 _setter_patches: list[Patch] = []
 
@@ -54,9 +56,11 @@ def install(base: Any = None, **options: Any) -> Any:
     parsed = Options.parse("install()", options)
     if base is not None:
         _check_policy_instance("install()", base, API)
+    server_before = telemetry.metrics_server()
     telemetry.configure(parsed, options)
     get_policy, set_policy = cast(Any, API.get_policy), cast(Any, API.set_policy)
     with _lock:
+        _note_server(server_before)
         current = get_policy()
         if base is None:
             base = current
@@ -79,13 +83,24 @@ def _wrapped_by(policy: Any) -> Any:
     return policy.base if type(policy) is TracedEventLoopPolicy else None
 
 
+def _note_server(before: Any) -> None:
+    """Remember the metrics server this install started, for uninstall() to stop."""
+    global _server
+    now = telemetry.metrics_server()
+    if now is not None and now is not before:
+        _server = now
+
+
 def uninstall() -> None:
     """Put back the policy that the first :func:`install` replaced; a no-op if none did.
 
-    If someone replaced our policy since, theirs is left in place and only forgotten here.
+    If someone replaced our policy since, theirs is left in place and only forgotten here. A
+    metrics server that :func:`install` started (``metrics_port``) is stopped.
     """
-    global _installed, _previous, _warned
+    global _installed, _previous, _warned, _server
     with _lock:
+        server, _server = _server, None
+        telemetry.stop_metrics_server(server)
         if _installed is None:
             return
         unwatch_setter(_notice_replacement)

@@ -48,6 +48,8 @@ _on = False
 _traced_in_place: dict[int, Callable[[], Any]] = {}
 #: The hook on asyncio's lazy creation of the default policy (after ``None`` was set).
 _lazy_default: Patch | None = None
+#: The metrics server instrument() started (metrics_port), which uninstrument() stops.
+_server: Any | None = None
 
 
 def instrument(**options: Any) -> None:
@@ -57,14 +59,17 @@ def instrument(**options: Any) -> None:
     stack, report at exit), over the ``TRACEDPOLICY_*`` variables. A bad one raises before
     anything changes.
     """
-    global _on, _lazy_default
+    global _on, _lazy_default, _server
     parsed = Options.parse("instrument()", options)
     if "label" in options:
         raise TypeError(
             "instrument() takes no label: each policy, factory and loop class is named by itself"
         )
     with _lock:
+        server_before = telemetry.metrics_server()
         telemetry.configure(parsed, options)
+        if telemetry.metrics_server() is not server_before:
+            _server = telemetry.metrics_server()  # started here: uninstrument() stops it
         _on = True
         close_hooks_of_the_mode(True)
         if API.has_policies:
@@ -81,9 +86,11 @@ def uninstrument() -> None:
 
     The process-wide policy stays the one the application last chose, untraced.
     """
-    global _on, _lazy_default
+    global _on, _lazy_default, _server
     with _lock:
         _on = False
+        server, _server = _server, None
+        telemetry.stop_metrics_server(server)
         construction.unhook()
         unhook_runner()
         if API.has_policies:

@@ -350,7 +350,14 @@ def traced_subclass(
     options, over the ``TRACEDPOLICY_*`` variables as they are when the class is made.
     """
     given = dict(given or {})
-    options = Options.parse("traced()", given)
+    try:
+        options = Options.parse("traced()", given)
+        bad_environment = False
+    except (TypeError, ValueError):
+        # A bad keyword fails here; a bad TRACEDPOLICY_* variable fails when a policy is made,
+        # not when tracedpolicy is imported (its stdlib classes are made at import).
+        options = Options.parse("traced()", given, environ={})
+        bad_environment = True
     recorder = recorder_for(options.label or label_of(cls), POLICY)
     subclass: type  # made last; the methods below look it up when called
     hits = recorder.hits.tick
@@ -385,6 +392,8 @@ def traced_subclass(
 
     @functools.wraps(cast(Any, cls).__init__)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if bad_environment:
+            Options.parse("traced()", given)  # raises the variable's message, if still bad
         parent(self).__init__(*args, **kwargs)
         if tracing(self):
             telemetry.configure(options, given)

@@ -134,6 +134,15 @@ def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None
                 address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
 
             server = make_server(addr, port, make_app(registry), Server, _QuietHandler)
+        except OSError as failure:
+            reason = failure.strerror or str(failure)
+            record_internal_error(
+                "http_server",
+                failure,
+                f"no /metrics on {addr}:{port} ({reason}): choose a free port (0: any free"
+                " one); tracing goes on",
+            )
+            return None
         except Exception as failure:
             record_internal_error("http_server", failure)
             return None
@@ -162,6 +171,15 @@ def _warn_if_reachable(server: Any) -> None:
             host,
             port,
         )
+
+
+def stop(server: Any) -> None:
+    """Stop one server :func:`serve` started, and forget it."""
+    with _lock:
+        for key in [key for key, value in _servers.items() if value is server]:
+            del _servers[key]
+    server.shutdown()
+    server.server_close()
 
 
 def forget_servers_in_child() -> None:

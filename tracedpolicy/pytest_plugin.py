@@ -35,14 +35,25 @@ class LoopLeakWarning(UserWarning):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tracedpolicy", "event loop leaks (tracedpolicy)")
+    # A flag, as pytest's own: an optional value would swallow the path after it
+    # (``pytest --loop-leaks tests/``). The explicit forms are options of their own, which
+    # argparse matches whole before it splits at "=".
     group.addoption(
         "--loop-leaks",
-        nargs="?",
+        action="store_const",
         const="fail",
+        dest="loop_leaks",
         default=None,
-        choices=MODES,
-        help="fail (default when given) or warn when a test leaves unclosed event loops",
+        help="fail a test that leaves unclosed event loops (as --loop-leaks=fail)",
     )
+    for mode in MODES:
+        group.addoption(
+            f"--loop-leaks={mode}",
+            action="store_const",
+            const=mode,
+            dest="loop_leaks",
+            help=f"{mode}: the mode for tests that leave unclosed event loops",
+        )
     parser.addini("loop_leaks", "off, fail or warn: the mode without --loop-leaks", default="off")
 
 

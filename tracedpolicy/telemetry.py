@@ -95,6 +95,19 @@ def metrics_server() -> Any | None:
     return _server
 
 
+def stop_metrics_server(server: Any) -> None:
+    """Stop ``server`` if it is the one the options started (install() started it, uninstall()
+    stops it); a later port option starts another."""
+    global _in_force, _server
+    with _lock:
+        if server is None or server is not _server:
+            return
+        _server = None
+        if _in_force is not None:
+            _in_force = dataclasses.replace(_in_force, metrics_port=None)
+    prometheus.stop(server)
+
+
 def reset_for_tests() -> None:
     """Forget the options in force, as if nothing had been configured. Only use in tests."""
     global _in_force
