@@ -92,3 +92,44 @@ def test_demo_rejects_a_bad_argument_by_name(args: list[str], message: str) -> N
     )
     assert run.returncode == 2
     assert message in run.stderr
+
+
+def test_demo_with_workers_serves_every_process_in_one_scrape() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracedpolicy", "demo", "--port", "0", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("serving metrics on http://127.0.0.1:"), first
+        url = first.split()[3]
+        assert process.stdout.readline().startswith("open loops: ")
+        assert process.stdout.readline() == "2 worker processes; /metrics adds them up\n"
+        # (a summary line every 2 s, the default interval)
+        deadline = time.monotonic() + 60
+        totals = scrape(url)
+        while totals.get("asyncio_loop_closed_total", 0) < 20 and time.monotonic() < deadline:
+            totals = scrape(url)
+        # The serving process makes no loop of its own (nor files): every count is the workers'.
+        assert totals["asyncio_loop_closed_total"] >= 20
+        assert totals["asyncio_loop_open"] > 0  # the workers' leaking threads' loops
+        line = process.stdout.readline()
+        while line and not line.startswith("processes 2 ") and time.monotonic() < deadline:
+            line = process.stdout.readline()  # a line every 0.2 s, until both workers wrote
+        assert line.startswith("processes 2 | loops created "), line
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        last = out.strip().splitlines()[-1]
+        # The workers are gone: their open loops no longer count; their totals stay.
+        assert last.startswith("stopped. processes 2 | loops created ") and " open 0 " in last
+        created = int(last.split("loops created ")[1].split()[0])
+        assert created >= totals["asyncio_loop_created_total"] > 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)

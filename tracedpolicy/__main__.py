@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     run_demo.add_argument("--threads", type=_whole(1, 64), default=4, help="worker threads")
     run_demo.add_argument("--interval", type=_seconds, default=2.0, help="seconds per summary")
     run_demo.add_argument("--seconds", type=_seconds, default=None, help="stop after this long")
+    run_demo.add_argument(
+        "--workers",
+        type=_whole(0, 32),
+        default=0,
+        help="run the workload in this many worker processes; /metrics adds them up",
+    )
     run = commands.add_parser(
         "run",
         help="run a Python program with every event loop traced (zero-code; see TRACEDPOLICY_*)",
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         interval=args.interval,
         seconds=args.seconds,
+        workers=args.workers,
     )
 
 

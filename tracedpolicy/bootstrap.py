@@ -29,21 +29,30 @@ FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
 def start() -> None:
     """In a process of a ``run``: turn the whole-process mode on (sitecustomize calls this)."""
-    role = os.environ.get(TRACEDPOLICY_BOOTSTRAP, "")
-    if role not in (MAIN, WORKER):
-        return
-    import tracedpolicy
+    if os.environ.get(TRACEDPOLICY_BOOTSTRAP, "") in (MAIN, WORKER):
+        start_here(announce=True)
 
-    if role == MAIN:
-        os.environ[TRACEDPOLICY_BOOTSTRAP] = WORKER  # for the processes this one starts
-        tracedpolicy.instrument()
-        server = tracedpolicy.metrics_server()
-        if server is not None:
-            host, port = server.server_address[:2]
-            print(f"tracedpolicy: metrics on http://{host}:{port}/metrics", file=sys.stderr)
-    else:
-        # A process the program started: its loops are traced; the port is the first one's.
-        tracedpolicy.instrument(metrics_port=None, report_at_exit=False)
+
+def start_here(announce: bool = False, **options: Any) -> None:
+    """Turn the whole-process mode on in this process, as the first of its family or not.
+
+    The first (``run``'s program, or the first process ``opentelemetry-instrument`` starts)
+    serves the metrics and prints the tally at exit, and marks the environment so that the
+    processes it starts in turn trace their own loops without fighting over the port.
+    """
+    import tracedpolicy
+    from tracedpolicy import otlp
+
+    options = {**otlp.export_tracedpolicy(), **options}  # OTEL_EXPORTER_OTLP_*: each its own
+    if os.environ.get(TRACEDPOLICY_BOOTSTRAP) == WORKER:
+        tracedpolicy.instrument(metrics_port=None, report_at_exit=False, **options)
+        return
+    os.environ[TRACEDPOLICY_BOOTSTRAP] = WORKER  # for the processes this one starts
+    tracedpolicy.instrument(**options)
+    server = tracedpolicy.metrics_server()
+    if announce and server is not None:
+        host, port = server.server_address[:2]
+        print(f"tracedpolicy: metrics on http://{host}:{port}/metrics", file=sys.stderr)
 
 
 def environment(base: dict[str, str]) -> dict[str, str]:

@@ -128,29 +128,15 @@ def summary_line() -> str:
     )
 
 
-def _configure_otlp(out: TextIO) -> None:
-    """Export over OTLP/HTTP when the standard variables ask for it and the exporter exists."""
-    if not any(name.startswith("OTEL_EXPORTER_OTLP_") for name in os.environ):
-        return
-    try:
-        from opentelemetry import metrics, trace
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError:
-        print("OTEL_EXPORTER_OTLP_* is set: pip install 'tracedpolicy[otlp]' to export", file=out)
-        return
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "demo")})
-    tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(tracer_provider)
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
-    print("exporting spans and metrics over OTLP", file=out)
+def _otlp(out: TextIO | None) -> dict[str, Any]:
+    """Providers exporting over OTLP/HTTP when the standard variables ask for it (each process
+    under a resource of its own), as install() options."""
+    from tracedpolicy import otlp
+
+    options = otlp.export_tracedpolicy(service_name="demo")
+    if options and out is not None:
+        print("exporting spans and metrics over OTLP", file=out)
+    return options
 
 
 def main(
@@ -159,26 +145,75 @@ def main(
     threads: int = 4,
     interval: float = 2.0,
     seconds: float | None = None,
+    workers: int = 0,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run until Ctrl-C or ``seconds``; print the metrics URL, then a summary every interval."""
-    _configure_otlp(out)
-    policy = tracedpolicy.install(metrics_port=port, metrics_addr=addr)
+    """Run until Ctrl-C or ``seconds``; print the metrics URL, then a summary every interval.
+
+    With ``workers``, the workload runs in that many worker processes (spawned, as uvicorn
+    starts its workers) and this one serves their metrics merged, through prometheus_client's
+    multi-process mode (a directory of its own unless ``PROMETHEUS_MULTIPROC_DIR`` is set).
+    """
+    if workers:
+        return _main_with_workers(port, addr, threads, interval, seconds, workers, out)
+    policy = tracedpolicy.install(metrics_port=port, metrics_addr=addr, **_otlp(out))
+    if not _announce(out):
+        return 1  # tracedpolicy said why, and what to do, in one line
+    stop = _stop_on_signals()
+    try:
+        _work_until(policy, threads, interval, seconds, stop, out, summary_line)
+    finally:
+        _restore_signals(stop)
+    print(f"stopped. {summary_line()}", file=out)
+    tracedpolicy.uninstall()
+    return 0
+
+
+def _announce(out: TextIO) -> bool:
+    """Print where the metrics are served, and the command for the report; False if nowhere."""
     server = tracedpolicy.metrics_server()
     if server is None:
-        return 1  # tracedpolicy said why, and what to do, in one line
+        return False
     host, bound_port = server.server_address[:2]
     print(f"serving metrics on http://{host}:{bound_port}/metrics (Ctrl-C to stop)", file=out)
     print(f"open loops: {_python()} -m tracedpolicy report http://{host}:{bound_port}", file=out)
     out.flush()
+    return True
+
+
+class _Stop(threading.Event):
+    """Set by Ctrl-C (and SIGTERM) rather than raising: a KeyboardInterrupt that lands in a
+    ``__del__`` or weakref callback during the demo's gc.collect() would be lost."""
+
+    handlers: dict[Any, Any]
+
+
+def _stop_on_signals() -> _Stop:
+    stop = _Stop()
+    stop.handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    return stop
+
+
+def _restore_signals(stop: _Stop) -> None:
+    for sig, handler in stop.handlers.items():
+        signal.signal(sig, handler)
+
+
+def _work_until(
+    policy: Any,
+    threads: int,
+    interval: float,
+    seconds: float | None,
+    stop: threading.Event,
+    out: TextIO | None,
+    summary: Any,
+) -> None:
+    """The workload: worker threads, and the main thread's own loops and leaks, until told."""
     workload = Workload(policy, threads, pause=0.01)
+    workload.stop = stop
     workload.start()
     factory = tracedpolicy.loop_factory(label="demo.loop_factory")
     deadline = None if seconds is None else time.monotonic() + seconds
-    # Ctrl-C (and SIGTERM) set the stop event rather than raise: a KeyboardInterrupt that
-    # lands in a __del__ or weakref callback during the demo's gc.collect() would be lost.
-    stop = workload.stop
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             asyncio.run(_tick())
@@ -186,12 +221,107 @@ def main(
             if sys.version_info >= (3, 12):
                 asyncio.run(_tick(), loop_factory=factory)
             stop.wait(interval)
-            print(summary_line(), file=out)
-            out.flush()
+            if out is not None:
+                print(summary(), file=out)
+                out.flush()
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    workload.join()
-    print(f"stopped. {summary_line()}", file=out)
+        workload.join()
+
+
+def _worker(threads: int, interval: float, stop: Any) -> None:
+    """A worker process of ``--workers``: the workload, its metrics into the shared directory."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process tells it when to stop
+    policy = tracedpolicy.install(**_otlp(None))
+    relay = threading.Event()  # the workload waits on a thread event; stop is a process one
+
+    def wait_for_stop() -> None:
+        stop.wait()
+        relay.set()
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
+    _work_until(policy, threads, interval, None, relay, None, summary_line)
     tracedpolicy.uninstall()
-    return 0
+
+
+def _main_with_workers(
+    port: int,
+    addr: str,
+    threads: int,
+    interval: float,
+    seconds: float | None,
+    workers: int,
+    out: TextIO,
+) -> int:
+    import multiprocessing
+    import shutil
+    import tempfile
+
+    from tracedpolicy import multiprocess
+
+    made_directory = None
+    if multiprocess.directory() is None:
+        made_directory = tempfile.mkdtemp(prefix="tracedpolicy-demo-")
+        os.environ[multiprocess.PROMETHEUS_MULTIPROC_DIR] = made_directory
+    try:
+        tracedpolicy.install(metrics_port=port, metrics_addr=addr)
+        if not _announce(out):
+            return 1
+        print(f"{workers} worker processes; /metrics adds them up", file=out)
+        context = multiprocessing.get_context("spawn")
+        stop_workers = context.Event()
+        processes = [
+            context.Process(
+                target=_worker, args=(threads, interval, stop_workers), name=f"demo-worker-{n}"
+            )
+            for n in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        stop = _stop_on_signals()
+        deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                stop.wait(interval)
+                print(workers_summary_line(), file=out)
+                out.flush()
+        finally:
+            _restore_signals(stop)
+            stop_workers.set()
+            for process in processes:
+                process.join()
+        print(f"stopped. {workers_summary_line()}", file=out)
+        tracedpolicy.uninstall()
+        return 0
+    finally:
+        if made_directory is not None:
+            del os.environ[multiprocess.PROMETHEUS_MULTIPROC_DIR]
+            shutil.rmtree(made_directory, ignore_errors=True)
+
+
+def workers_summary_line() -> str:
+    """Totals over every process of the multi-process directory, as one scrape sees them."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from tracedpolicy import multiprocess as tracedpolicy_multiprocess
+
+    tracedpolicy_multiprocess.mark_dead_processes()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    totals: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    pids = {
+        name.rsplit("_", 1)[1].split(".")[0]
+        for name in os.listdir(tracedpolicy_multiprocess.directory() or ".")
+        if name.startswith("counter_")
+    }
+
+    def total(name: str) -> int:
+        return int(totals.get(name, 0))
+
+    return (
+        f"processes {len(pids)} | loops created {total('asyncio_loop_created_total')}"
+        f" closed {total('asyncio_loop_closed_total')} open {total('asyncio_loop_open')}"
+        f" | leaked {total('asyncio_loop_leaked_total')}"
+    )

@@ -1,4 +1,6 @@
-"""Locks that work in a forked child, whatever another thread was doing at fork time.
+"""Locks, and exit callbacks, that work in a forked child.
+
+Locks: whatever another thread was doing at fork time.
 
 A thread of the parent may hold one of tracedpolicy's locks at the moment another thread forks;
 the child inherits that lock held, and no thread there will ever release it. Every lock
@@ -6,13 +8,19 @@ tracedpolicy takes comes from here, and the child re-makes each in place before 
 handler of tracedpolicy runs (``_at_fork_reinit``, as CPython's own threading, logging and
 concurrent.futures do with theirs). Locks are made per module and per histogram, so their
 number is bounded by the label values in use.
+
+Exit callbacks (:func:`at_exit`): atexit, and also multiprocessing's forked workers, which
+clear atexit and multiprocessing's own finalizers as they start and leave with ``os._exit``;
+there the callbacks run among the finalizers multiprocessing runs last.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 _locks: list[Any] = []
 
@@ -38,7 +46,42 @@ def _reinit_in_child() -> None:
             reinit()
 
 
+class _Callbacks(list):  # type: ignore[type-arg]
+    """The exit callbacks: a list multiprocessing can keep a weak reference to."""
+
+
+_exit_callbacks: list[Callable[[], None]] = _Callbacks()
+_after_fork_registered = False
+
+
+def at_exit(callback: Callable[[], None]) -> None:
+    """Call ``callback`` as this process exits, and as each forked child exits, even one of
+    multiprocessing's. It must be harmless to call twice (atexit and multiprocessing both may)."""
+    if not _exit_callbacks:
+        atexit.register(_run_exit_callbacks)
+    _exit_callbacks.append(callback)
+
+
+def _run_exit_callbacks() -> None:
+    for callback in list(_exit_callbacks):
+        callback()
+
+
+def _before_fork() -> None:
+    """If multiprocessing is in use, have its forked workers run the exit callbacks."""
+    global _after_fork_registered
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _exit_callbacks and not _after_fork_registered:
+        _after_fork_registered = True
+        util.register_after_fork(_exit_callbacks, _finalize_in_worker)
+
+
+def _finalize_in_worker(_: object) -> None:
+    util = sys.modules["multiprocessing.util"]
+    util.Finalize(None, _run_exit_callbacks, exitpriority=0)
+
+
 if hasattr(os, "register_at_fork"):
     # Registered before any other handler of tracedpolicy's (stats imports this first), and
     # after-fork handlers run in registration order.
-    os.register_at_fork(after_in_child=_reinit_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_reinit_in_child)

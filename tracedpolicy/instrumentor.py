@@ -17,7 +17,8 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from tracedpolicy import forksafe
-from tracedpolicy.instrument import instrument, uninstrument
+from tracedpolicy.bootstrap import start_here
+from tracedpolicy.instrument import uninstrument
 
 #: Keyword arguments an OpenTelemetry distro may pass that tracedpolicy takes as options.
 _PASSED_ON = ("tracer_provider", "meter_provider")
@@ -41,7 +42,9 @@ class TracedPolicyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             super().uninstrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
-        instrument(**{name: kwargs[name] for name in _PASSED_ON if kwargs.get(name) is not None})
+        # As under ``run``: the first process serves the metrics, the ones it starts (which
+        # opentelemetry-instrument reaches too) trace their own loops without the port.
+        start_here(**{name: kwargs[name] for name in _PASSED_ON if kwargs.get(name) is not None})
 
     def _uninstrument(self, **kwargs: Any) -> None:
         uninstrument()

@@ -16,6 +16,7 @@ from tracedpolicy.errors import internal_errors
 from tracedpolicy.loops import LEAK_REASONS
 from tracedpolicy.loops import REGISTRY as LOOPS
 from tracedpolicy.recorder import POLICY, policy_replacements, recorders
+from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS
 
 #: Where each loop came from (origin: policy, loop_factory or constructor; creator: the policy's
 #: class, the factory or the loop class) and what it is.
@@ -117,6 +118,9 @@ POLICY_REPLACED = Metric(
     "Times the traced process-wide policy was replaced (outside the whole-process mode).",
     ("policy",),
 )
+
+#: The buckets of each histogram, the same for every exporter.
+BUCKETS = {CREATION_DURATION: CREATION_SECONDS, LOOP_LIFETIME: LIFETIME_SECONDS}
 
 ALL = (
     LOOPS_CREATED,

@@ -23,7 +23,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from tracedpolicy import forksafe, metrics
+from tracedpolicy import forksafe, metrics, multiprocess
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.metrics import ALL, samples
 from tracedpolicy.report import leak_report
@@ -110,9 +110,23 @@ def make_app(registry: CollectorRegistry) -> Callable[..., Any]:
             body = leak_report().encode()
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [body]
+        if multiprocess.directory() is not None:
+            return _every_process(environ, start_response)
         return metrics(environ, start_response)
 
     return app
+
+
+def _every_process(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    """The metrics of every process of the multi-process directory, merged (a new registry for
+    each scrape, as prometheus_client's multi-process mode asks)."""
+    from prometheus_client import multiprocess as prometheus_multiprocess
+
+    multiprocess.mark_dead_processes()
+    multiprocess.sync()  # this process's own counts, as of now
+    registry = CollectorRegistry()
+    prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return make_wsgi_app(registry)(environ, start_response)
 
 
 def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:

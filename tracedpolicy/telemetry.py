@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tracedpolicy import forksafe, otel, prometheus, report
+from tracedpolicy import forksafe, multiprocess, otel, prometheus, report
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import REGISTRY
 from tracedpolicy.options import Options
@@ -82,6 +82,7 @@ def _apply(options: Options, names: set[str]) -> None:
     if names & {"prometheus", "prometheus_registry"} and options.prometheus:
         try:
             prometheus.register(options.prometheus_registry)
+            multiprocess.start()  # with PROMETHEUS_MULTIPROC_DIR set: the files too
         except Exception as failure:
             record_internal_error("collector", failure)
     if names & {"metrics_port", "metrics_addr"} and options.metrics_port is not None:

@@ -1,0 +1,328 @@
+"""Many processes: one scrape for every worker (pull), one resource per process (push).
+
+Real servers run unchanged under ``python -m tracedpolicy run`` with a multi-process directory:
+``uvicorn --workers 3`` (workers spawned) and gunicorn with uvicorn's worker class (workers
+forked). Each worker says what it made itself (``/truth``, read from its own process); the one
+scrape of the metrics server must add up to exactly that, keep only live workers' open loops,
+and neither drop nor double when a worker is killed and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .test_servers import free_port
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX servers")
+
+TRUTH_APP = """
+import json, os, tracedpolicy
+
+def totals():
+    counts = tracedpolicy.snapshot().values()
+    return {
+        "pid": os.getpid(),
+        "created": sum(c["loops.created"] for c in counts),
+        "open": sum(c["loops.open"] for c in counts),
+    }
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = json.dumps(totals()).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, metrics: int, log: Path):
+        self.process, self.port, self.metrics, self.log = process, port, metrics, log
+
+    def truth(self) -> dict[str, int]:
+        url = f"http://127.0.0.1:{self.port}/truth"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return dict(json.loads(reply.read()))
+
+    def scrape(self) -> dict[str, float]:
+        """Each metric's samples summed over label sets."""
+        url = f"http://127.0.0.1:{self.metrics}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        sums: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+        return sums
+
+    def supervisors_open_loops(self) -> int:
+        """The open loops of the process that serves the metrics (the supervisor: gunicorn's
+        master runs its control server on a loop of its own), from its /loops page."""
+        url = f"http://127.0.0.1:{self.metrics}/loops"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            first = reply.read().decode().splitlines()[0]
+        return 0 if "no open event loops" in first else int(first.split()[1])
+
+    def wait_for(self, path: Path, seconds: float = 30) -> None:
+        """Wait until the server has made ``path`` (a socket it binds once it is up)."""
+        deadline = time.monotonic() + seconds
+        while not path.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no {path.name}:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def every_worker(self, workers: int, seconds: float = 60) -> dict[int, dict[str, int]]:
+        """Ask until each of ``workers`` live workers has answered (the kernel spreads the
+        connections); their own truths, by pid."""
+        deadline = time.monotonic() + seconds
+        seen: dict[int, dict[str, int]] = {}
+        while len(seen) < workers:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"saw workers {sorted(seen)}:\n{self.log.read_text()}")
+            with contextlib.suppress(OSError):
+                answer = self.truth()
+                seen[answer["pid"]] = answer
+        return seen
+
+    def scrape_until(self, expected: dict[str, float], seconds: float = 10) -> dict[str, float]:
+        """Scrape until the counts are ``expected`` (each process copies them within a second)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            got = self.scrape()
+            picked = {name: got.get(name, 0.0) for name in expected}
+            if picked == expected or time.monotonic() > deadline:
+                return picked
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serving(command: list[str], tmp_path: Path) -> Iterator[Served]:
+    (tmp_path / "truth_app.py").write_text(TRUTH_APP)
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    metrics, log = free_port(), tmp_path / "server.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "TRACEDPOLICY_METRICS_PORT": str(metrics),
+    }
+    port = int(command[command.index("PORT") + 1].rpartition(":")[2])
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [c for c in command if c != "PORT"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield Served(process, port, metrics, log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def has_control_socket() -> bool:
+    """gunicorn 24 and later: the master serves a control socket from a loop of its own."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(setting.name == "control_socket" for setting in KNOWN_SETTINGS)
+
+
+def servers(port: int, tmp_path: Path) -> dict[str, list[str]]:
+    run = [sys.executable, "-m", "tracedpolicy", "run", "-m"]
+    control = ["--control-socket", str(tmp_path / "gunicorn.ctl")] if has_control_socket() else []
+    return {
+        "uvicorn --workers 3": [
+            *run, "uvicorn", "truth_app:app", "--workers", "3", "--port", "PORT", str(port),
+        ],
+        "gunicorn, uvicorn's worker class": [
+            *run, "gunicorn", "truth_app:app", "-w", "3", "-k", "uvicorn.workers.UvicornWorker",
+            "-b", "PORT", f"127.0.0.1:{port}", *control,
+        ],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("server", ["uvicorn --workers 3", "gunicorn, uvicorn's worker class"])
+def test_one_scrape_adds_up_every_worker_and_survives_a_killed_one(
+    server: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    with serving(servers(port, tmp_path)[server], tmp_path) as served:
+        truths = served.every_worker(3)
+        if server.startswith("gunicorn") and has_control_socket():  # its loop, then its socket
+            served.wait_for(tmp_path / "gunicorn.ctl")
+        own = served.supervisors_open_loops()  # made once, and open while it runs
+        made = own + sum(t["created"] for t in truths.values())
+        assert all(t["open"] == 1 for t in truths.values())
+        expected = {"asyncio_loop_created_total": float(made), "asyncio_loop_open": 3.0 + own}
+        assert served.scrape_until(expected) == expected
+
+        victim = sorted(truths)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        replacement: dict[int, dict[str, int]] = {}
+        while not replacement and time.monotonic() < deadline:  # the supervisor replaces it
+            seen = served.every_worker(3)
+            replacement = {pid: t for pid, t in seen.items() if pid not in truths}
+        assert replacement, served.log.read_text()
+        added = sum(t["created"] for t in replacement.values())
+        expected = {
+            "asyncio_loop_created_total": float(made + added),
+            "asyncio_loop_open": 3.0 + own,
+        }
+        assert served.scrape_until(expected) == expected  # the dead one's totals stay
+
+
+POOLS = """
+import asyncio, concurrent.futures, multiprocessing, os, sys, tracedpolicy
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import generate_latest
+
+def child(n):
+    for _ in range(n):
+        asyncio.run(asyncio.sleep(0))
+    return os.getpid()
+
+if __name__ == "__main__":
+    kept = asyncio.new_event_loop()  # the parent's own, open while the children run
+    for method in ("fork", "spawn"):
+        context = multiprocessing.get_context(method)
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+            pids = set(pool.map(child, [2, 3, 4]))
+    kept.close()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    totals = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0) + sample.value
+    print(int(totals.get("asyncio_loop_created_total", 0)),
+          int(totals.get("asyncio_loop_leaked_total", 0)))
+"""
+
+
+def test_process_pool_children_are_counted_and_never_leak_the_parents_loops(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    (tmp_path / "pools.py").write_text(textwrap.dedent(POOLS))
+    done = subprocess.run(
+        [sys.executable, "-m", "tracedpolicy", "run", "pools.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )
+    assert done.returncode == 0, done.stderr
+    # The parent's loop, then (2 + 3 + 4) asyncio.run loops per start method; the forked
+    # children inherit the parent's open loop and never count it, nor leak it.
+    assert done.stdout.split() == [str(1 + 2 * 9), "0"]
+    assert "event loop leaked" not in done.stderr
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver: decodes each export request with opentelemetry-proto."""
+
+    received: ClassVar[list[Any]] = []
+
+    def do_POST(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v1/traces":
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            self.received.append(request)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+        self.wfile.write(b"")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+THREE_PROCESSES = """
+import asyncio, multiprocessing
+
+def child():
+    loop = asyncio.new_event_loop()
+    loop.close()
+
+if __name__ == "__main__":
+    asyncio.new_event_loop().close()
+    processes = [multiprocessing.get_context(m).Process(target=child) for m in ("spawn", "fork")]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+"""
+
+
+def test_each_process_exports_its_spans_under_a_resource_of_its_own(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    _Receiver.received = []
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    (tmp_path / "three.py").write_text(THREE_PROCESSES)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tracedpolicy", "run", "three.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                **os.environ,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
+                "OTEL_SERVICE_NAME": "three-processes",
+            },
+        )
+    finally:
+        receiver.shutdown()
+    assert done.returncode == 0, done.stderr
+    by_instance: dict[str, tuple[int, set[str]]] = {}
+    for request in _Receiver.received:
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value for a in resource_spans.resource.attributes}
+            instance = attributes["service.instance.id"].string_value
+            pid = attributes["process.pid"].int_value
+            assert attributes["service.name"].string_value == "three-processes"
+            names = {s.name for scope in resource_spans.scope_spans for s in scope.spans}
+            known = by_instance.get(instance, (pid, set()))
+            by_instance[instance] = (pid, known[1] | names)
+    assert len(by_instance) == 3, by_instance
+    assert len({pid for pid, _ in by_instance.values()}) == 3
+    for _pid, names in by_instance.values():
+        assert names & {"asyncio.policy.new_event_loop", "asyncio.loop.create"}, names

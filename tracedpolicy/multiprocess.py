@@ -1,0 +1,249 @@
+"""Many processes, one scrape: tracedpolicy's metrics in prometheus_client's multi-process mode.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's convention: set before the processes
+start, and emptied between runs), each process writes its tracedpolicy metrics into value files
+there through prometheus_client's own metric classes, and the one process that serves
+``/metrics`` merges every process's files with prometheus_client's ``MultiProcessCollector``:
+counters summed, ``asyncio_loop_open`` summed over live processes (``livesum``), histograms
+merged.
+
+prometheus_client's multi-process mode ignores custom collectors, so tracedpolicy's counts reach
+the files this way: loop creations and lifetimes are observed into the histograms as they
+happen; every other count is copied from tracedpolicy's own counters by a daemon thread every
+:data:`SYNC_SECONDS` (so a get that finds its loop still writes no file), at each scrape in the
+serving process, and at exit. A process that dies is marked dead the way prometheus_client
+documents (``mark_process_dead``): by itself at exit, and by the serving process, at each
+scrape, for any process whose files remain though it is gone (a killed worker). Its open loops
+then stop counting; its totals stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import threading
+from typing import Any
+
+from tracedpolicy import forksafe, metrics
+from tracedpolicy.errors import record_internal_error
+from tracedpolicy.recorder import (
+    GET_EVENT_LOOP,
+    LOOP_CLOSED,
+    LOOP_LEAKED,
+    NEW_EVENT_LOOP,
+    SET_EVENT_LOOP,
+    PolicyEvent,
+    add_sink,
+)
+
+#: How often each process copies its counts into its value files (a scrape sees them then).
+SYNC_SECONDS = 1.0
+
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+_lock = forksafe.rlock()  # a sync may flush leaks, whose events come back here
+_writer: _Writer | None = None
+
+
+def directory() -> str | None:
+    """The multi-process directory, if this process runs in that mode."""
+    return os.environ.get(PROMETHEUS_MULTIPROC_DIR) or None
+
+
+class _Writer:
+    """This process's tracedpolicy metrics, as prometheus_client metrics backed by files."""
+
+    def __init__(self) -> None:
+        import prometheus_client
+
+        self.families: dict[metrics.Metric, Any] = {}
+        for metric in metrics.ALL:
+            names = list(metric.labels)
+            if metric.kind == "counter":
+                family: Any = prometheus_client.Counter(
+                    metric.prometheus_name, metric.help, names, registry=None
+                )
+            elif metric.kind == "gauge":
+                family = prometheus_client.Gauge(
+                    metric.prometheus_name,
+                    metric.help,
+                    names,
+                    registry=None,
+                    multiprocess_mode="livesum",
+                )
+            else:
+                family = prometheus_client.Histogram(
+                    metric.prometheus_name,
+                    metric.help,
+                    names,
+                    registry=None,
+                    buckets=metrics.BUCKETS[metric],
+                )
+            self.families[metric] = family
+        #: The value each counter had when last copied, by metric and label values.
+        self.copied: dict[tuple[metrics.Metric, tuple[str, ...]], float] = {}
+
+    def sync(self, only: tuple[metrics.Metric, ...] = ()) -> None:
+        """Copy every count (or those of ``only``) and the open loops into this process's files."""
+        for metric, family in self.families.items():
+            if metric.kind == "histogram" or (only and metric not in only):
+                continue  # histograms are observed as loops are made and closed
+            for labels, value in metrics.samples(metric):
+                key = (metric, tuple(labels[name] for name in metric.labels))
+                child = family.labels(*key[1])
+                if metric.kind == "gauge":
+                    child.set(value)
+                    continue
+                delta = value - self.copied.get(key, 0)
+                if delta > 0:
+                    child.inc(delta)
+                self.copied[key] = value
+
+    def forget_copies(self) -> None:
+        """In a forked child: the parent's counts are the parent's to write, not this one's."""
+        for metric in self.families:
+            if metric.kind == "counter":
+                for labels, value in metrics.samples(metric):
+                    self.copied[(metric, tuple(labels[n] for n in metric.labels))] = value
+
+    def observe(self, event: PolicyEvent) -> None:
+        """An event as it happens (a sink of the recorder): its counts are written at once, so
+        only hits wait for the next copy; creations and lifetimes go into the histograms."""
+        self.sync(_COUNTS_OF.get(event.kind, ()))
+        if event.duration is None or event.loop_class is None:
+            return
+        metric = {NEW_EVENT_LOOP: metrics.CREATION_DURATION, LOOP_CLOSED: metrics.LOOP_LIFETIME}
+        chosen = metric.get(event.kind)
+        if chosen is not None:
+            family = self.families[chosen]
+            family.labels(event.origin, event.creator, event.loop_class).observe(event.duration)
+
+
+#: The metrics each kind of event changes.
+_LOOP_COUNTS = (
+    metrics.LOOPS_CREATED,
+    metrics.LOOPS_CLOSED,
+    metrics.LOOPS_LEAKED,
+    metrics.LOOPS_OPEN,
+)
+_COUNTS_OF = {
+    NEW_EVENT_LOOP: _LOOP_COUNTS,
+    LOOP_CLOSED: _LOOP_COUNTS,
+    LOOP_LEAKED: _LOOP_COUNTS,
+    SET_EVENT_LOOP: (metrics.SET_CALLS,),
+    GET_EVENT_LOOP: (metrics.GET_CALLS,),
+}
+
+
+def start() -> None:
+    """Write this process's metrics into the multi-process directory from now on (idempotent)."""
+    global _writer
+    if directory() is None:
+        return
+    with _lock:
+        if _writer is not None:
+            return
+        _writer = _Writer()
+        add_sink(_sink)
+        forksafe.at_exit(_at_exit)
+    _start_thread()
+
+
+def sync() -> None:
+    """Copy this process's counts into its files now (the serving process does at each scrape)."""
+    writer = _writer
+    if writer is None:
+        return
+    try:
+        with _lock:
+            writer.sync()
+    except Exception as failure:  # a full disk must not fail a policy call or a scrape
+        record_internal_error("multiprocess", failure)
+
+
+def mark_dead_processes() -> None:
+    """Mark dead, as prometheus_client documents, every process whose live files remain.
+
+    A supervisor that replaces killed workers (uvicorn's, gunicorn's) does not tell
+    prometheus_client; the serving process notices at each scrape.
+    """
+    path = directory()
+    if path is None:
+        return
+    from prometheus_client import multiprocess
+
+    pids = {
+        int(match.group(1))
+        for name in glob.glob(os.path.join(path, "gauge_live*_*.db"))
+        if (match := re.search(r"_(\d+)\.db$", name))
+    }
+    for pid in pids - {os.getpid()}:
+        if not _alive(pid):
+            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process of that pid: alive
+    return True
+
+
+def _sink(event: PolicyEvent) -> None:
+    writer = _writer
+    if writer is not None:
+        with _lock:
+            writer.observe(event)
+
+
+def _start_thread() -> None:
+    thread = threading.Thread(target=_sync_forever, name="tracedpolicy-multiprocess", daemon=True)
+    thread.start()
+
+
+_stop = threading.Event()
+
+
+def _sync_forever() -> None:
+    while not _stop.wait(SYNC_SECONDS):
+        sync()
+
+
+def _at_exit() -> None:
+    """The last counts, then this process is dead to prometheus_client: its open loops go."""
+    if _stop.is_set():
+        return  # done already (multiprocessing's exit, then atexit)
+    _stop.set()
+    sync()
+    path = directory()
+    if path is not None and _writer is not None:
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+
+
+def _after_fork_in_child() -> None:
+    """A forked child writes its own files (prometheus_client starts them anew on the pid
+    change), counts only what it does itself, and needs a sync thread of its own."""
+    writer = _writer
+    if writer is None:
+        return
+    global _stop
+    writer.forget_copies()
+    _stop = threading.Event()  # the parent's may be mid-wait in its thread, which is gone
+    _start_thread()
+
+
+if hasattr(os, "register_at_fork"):
+    # prometheus_client writes under a lock of its own that it does not make anew in a child:
+    # no write of ours may be under way while the process forks (a gunicorn master forking its
+    # workers while our thread copies counts), so the fork waits for ours to finish.
+    os.register_at_fork(
+        before=_lock.acquire, after_in_parent=_lock.release, after_in_child=_after_fork_in_child
+    )
