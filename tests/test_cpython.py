@@ -9,12 +9,16 @@ included). They need CPython's test package: pyenv builds have it, Debian ships 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
 import pytest
 
 TESTS = ("test_asyncio.test_runners", "test_asyncio.test_events")
+#: With loop health on, asyncio's event loop tests as well: the probe, the timed wait and the
+#: run hook must change nothing they check.
+HEALTH_TESTS = (*TESTS, "test_asyncio.test_base_events")
 REGRTEST_OPTIONS = ("--fail-env-changed", "--timeout", "120")
 
 
@@ -22,13 +26,16 @@ REGRTEST_OPTIONS = ("--fail-env-changed", "--timeout", "120")
     importlib.util.find_spec("test.test_asyncio") is None,
     reason="CPython's test package is not installed (Debian: libpython3.X-testsuite)",
 )
-def test_cpythons_runner_and_policy_tests_pass_with_every_loop_traced() -> None:
+@pytest.mark.parametrize("health", [False, True], ids=["traced", "traced with loop health"])
+def test_cpythons_runner_and_policy_tests_pass_with_every_loop_traced(health: bool) -> None:
+    tests = HEALTH_TESTS if health else TESTS
     done = subprocess.run(
         # --timeout: a test that hangs dumps every thread's stack and fails, instead of hanging.
-        [sys.executable, "-m", "tracedpolicy", "run", "-m", "test", *REGRTEST_OPTIONS, *TESTS],
+        [sys.executable, "-m", "tracedpolicy", "run", "-m", "test", *REGRTEST_OPTIONS, *tests],
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "TRACEDPOLICY_HEALTH": "1" if health else "0"},
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "SUCCESS" in done.stdout

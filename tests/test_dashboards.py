@@ -92,7 +92,7 @@ def test_prometheus_config_and_alert_rules_pass_promtool() -> None:
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 4 rules found" in check.stdout
+    assert "SUCCESS: 5 rules found" in check.stdout
 
 
 @pytest.mark.skipif(PROMTOOL is None and not REQUIRED, reason="promtool is not installed here")
@@ -200,5 +200,5 @@ def test_every_dashboard_and_alert_query_runs_and_the_panels_have_data(live: Pro
     # Only internal errors have nothing to show while tracedpolicy works; all else must.
     assert empty == ["TracedPolicyInternalErrors", "tracedpolicy internal errors / {{kind}}"]
     rules = get_json(f"{live.url}/api/v1/rules")["data"]["groups"]
-    assert [(g["name"], len(g["rules"])) for g in rules] == [("tracedpolicy", 4)]
+    assert [(g["name"], len(g["rules"])) for g in rules] == [("tracedpolicy", 5)]
     assert all(rule["health"] == "ok" for rule in rules[0]["rules"])

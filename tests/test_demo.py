@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -133,3 +135,52 @@ def test_demo_with_workers_serves_every_process_in_one_scrape() -> None:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+
+
+def children_of(pid: int) -> set[int]:
+    """Linux: the processes whose parent is ``pid`` (from /proc)."""
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def running(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still run (a zombie waiting for its reaper has ended)."""
+    alive = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                alive.add(pid)
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_demo_workers_end_when_the_main_process_is_killed() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracedpolicy", "demo", "--port", "0", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+    )
+    assert process.stdout is not None
+    for _ in range(3):
+        process.stdout.readline()  # the URL, the report command, the workers line
+    deadline = time.monotonic() + 30
+    started = children_of(process.pid)
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the workers and multiprocessing's resource tracker start
+        started = children_of(process.pid)
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while running(started) and time.monotonic() < deadline:
+        time.sleep(0.1)  # each worker looks for its parent twice a second
+    alive = running(started)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert len(started) == 3  # the two workers and multiprocessing's resource tracker
+    assert alive == set()

@@ -20,8 +20,10 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
 import tracedpolicy
-from tracedpolicy import TracedEventLoopPolicy, traced
+from tracedpolicy import TracedEventLoopPolicy, health, traced
 from tracedpolicy._compat import RUNNING
+from tracedpolicy.options import Options
+from tracedpolicy.telemetry import configure as configure_telemetry
 
 from .conftest import Telemetry
 from .outcomes import Outcome, observe
@@ -306,6 +308,23 @@ class ProcessRun(Run):
 @given(steps=process_steps)
 def test_the_whole_process_mode_changes_no_outcome(steps: list[tuple[int, str, int]]) -> None:
     """Policies set later, runners, factories and constructors, in three threads."""
+    compare_process(steps)
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=process_steps)
+def test_loop_health_changes_no_outcome(steps: list[tuple[int, str, int]]) -> None:
+    """The same, with every traced loop watched (probe, timed wait, run hook, watchdog)."""
+    configure_telemetry(Options.parse("tests", {"health": True}), {"health": True})
+    try:
+        compare_process(steps)
+        if any(op in ("run", "runner", "run_factory") for _, op, _ in steps):
+            assert health.totals(), "no loop was watched"
+    finally:
+        health.reset_for_tests()
+
+
+def compare_process(steps: list[tuple[int, str, int]]) -> None:
     before = RUNNING.get_policy()  # type: ignore[misc]
     try:
         bare = ProcessRun(instrumented=False).perform(steps)

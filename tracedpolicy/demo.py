@@ -93,6 +93,39 @@ def leak_one_of_each(policy: Any) -> None:
         gc.collect()
 
 
+#: How long the demo's server loop is blocked, every :data:`BLOCK_EVERY` seconds.
+BLOCK_SECONDS, BLOCK_EVERY = 0.25, 2.0
+
+
+def serve_and_block_now_and_then(stop: threading.Event) -> threading.Thread:
+    """A loop serving in a thread of its own (loop health on: its delay, utilization and tasks
+    on the dashboard) whose handler, now and then, blocks it with a synchronous call."""
+    factory = tracedpolicy.loop_factory(label="demo.server")
+
+    async def handler(blocks: bool) -> None:
+        await asyncio.sleep(0.01)  # waiting for I/O
+        if blocks:
+            time.sleep(BLOCK_SECONDS)  # a synchronous call in a coroutine: the loop is held
+
+    async def serve() -> None:
+        last_block = time.monotonic()
+        while not stop.is_set():
+            blocks = time.monotonic() - last_block >= BLOCK_EVERY
+            last_block = time.monotonic() if blocks else last_block
+            await asyncio.gather(*(handler(blocks and n == 0) for n in range(5)))
+
+    def run() -> None:
+        loop = factory()
+        try:
+            loop.run_until_complete(serve())
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="demo-server")
+    thread.start()
+    return thread
+
+
 def _python() -> str:
     """This interpreter, as a command that works where it is printed (the venv's, not PATH's)."""
     relative = os.path.relpath(sys.executable)
@@ -156,7 +189,7 @@ def main(
     """
     if workers:
         return _main_with_workers(port, addr, threads, interval, seconds, workers, out)
-    policy = tracedpolicy.install(metrics_port=port, metrics_addr=addr, **_otlp(out))
+    policy = tracedpolicy.install(metrics_port=port, metrics_addr=addr, health=True, **_otlp(out))
     if not _announce(out):
         return 1  # tracedpolicy said why, and what to do, in one line
     stop = _stop_on_signals()
@@ -212,6 +245,7 @@ def _work_until(
     workload = Workload(policy, threads, pause=0.01)
     workload.stop = stop
     workload.start()
+    server = serve_and_block_now_and_then(stop)
     factory = tracedpolicy.loop_factory(label="demo.loop_factory")
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
@@ -225,17 +259,24 @@ def _work_until(
                 print(summary(), file=out)
                 out.flush()
     finally:
+        stop.set()
+        server.join()
         workload.join()
 
 
 def _worker(threads: int, interval: float, stop: Any) -> None:
     """A worker process of ``--workers``: the workload, its metrics into the shared directory."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process tells it when to stop
-    policy = tracedpolicy.install(**_otlp(None))
+    policy = tracedpolicy.install(health=True, **_otlp(None))
     relay = threading.Event()  # the workload waits on a thread event; stop is a process one
 
     def wait_for_stop() -> None:
-        stop.wait()
+        import multiprocessing
+
+        parent = multiprocessing.parent_process()
+        # Told to stop, or the main process is gone (killed): a worker never outlives it.
+        while not stop.wait(0.5) and (parent is None or parent.is_alive()):
+            pass
         relay.set()
 
     threading.Thread(target=wait_for_stop, daemon=True).start()

@@ -234,6 +234,8 @@ class LoopRegistry:
         self.closed_listeners: list[Callable[[LoopRecord, float], None]] = []
         self.leaked_listeners: list[Callable[[LoopRecord, str], None]] = []
         self.inherited_listeners: list[Callable[[], None]] = []
+        #: Told of each loop as it becomes tracked (loop health watches it from then on).
+        self.tracked_listeners: list[Callable[[LoopRecord, Loop], None]] = []
 
     def record_for(self, loop: Loop, origin: str, creator: str, tracked: bool) -> LoopRecord | None:
         """The loop's record, made on first sight; None for a loop that takes no weakref."""
@@ -267,6 +269,8 @@ class LoopRegistry:
             self._records[key] = record
         if tracked:
             record.close_hooked = _hook_close(loop)
+            if self.tracked_listeners:
+                _notify(self.tracked_listeners, record, loop)
         return record
 
     def _track(self, record: LoopRecord, loop: Loop, origin: str, creator: str) -> None:
@@ -275,6 +279,8 @@ class LoopRegistry:
         record.site, record.stack = capture_site(self.stack_depth, loop)
         record.tracked = True
         record.close_hooked = _hook_close(loop)
+        if self.tracked_listeners:
+            _notify(self.tracked_listeners, record, loop)
 
     def last_id(self) -> int:
         """The id of the newest record: a loop seen after this call gets a larger one."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tracedpolicy import health
 from tracedpolicy.errors import internal_errors
 from tracedpolicy.loops import LEAK_REASONS
 from tracedpolicy.loops import REGISTRY as LOOPS
@@ -31,10 +32,13 @@ class Metric:
     prometheus_name: str
     """The family name; a counter's samples end in ``_total``."""
     kind: str
-    """``counter``, ``gauge`` (an OpenTelemetry up-down counter) or ``histogram``."""
+    """``counter``, ``gauge`` (an OpenTelemetry up-down counter), ``ratio`` (an OpenTelemetry
+    gauge: a share from 0 to 1) or ``histogram``."""
     unit: str
     help: str
     labels: tuple[str, ...]
+    multiprocess_mode: str = "livesum"
+    """How prometheus_client's multi-process mode merges a gauge's processes."""
 
 
 LOOPS_CREATED = Metric(
@@ -119,8 +123,65 @@ POLICY_REPLACED = Metric(
     ("policy",),
 )
 
+# Loop health (opt-in): OpenTelemetry's Node.js event loop conventions (nodejs.eventloop.*)
+# translated to asyncio, with the loop labels above.
+
+EVENTLOOP_DELAY = Metric(
+    "asyncio.eventloop.delay",
+    "asyncio_eventloop_delay_seconds",
+    "histogram",
+    "s",
+    "How late each running loop ran its health probe: how long a due callback waits.",
+    LOOP_LABELS,
+)
+EVENTLOOP_UTILIZATION = Metric(
+    "asyncio.eventloop.utilization",
+    "asyncio_eventloop_utilization_ratio",
+    "ratio",
+    "1",
+    "Share of the last second the running loops spent outside their wait for I/O (mean).",
+    LOOP_LABELS,
+    multiprocess_mode="liveall",
+)
+EVENTLOOP_TIME = Metric(
+    "asyncio.eventloop.time",
+    "asyncio_eventloop_time_seconds",
+    "counter",
+    "s",
+    "Time loops spent running (active) and waiting for I/O (idle), where the wait is timed.",
+    (*LOOP_LABELS, "state"),
+)
+EVENTLOOP_BLOCKED = Metric(
+    "asyncio.eventloop.blocked",
+    "asyncio_eventloop_blocked",
+    "counter",
+    "{callback}",
+    "Callbacks or task steps that held a loop longer than the blocking threshold.",
+    LOOP_LABELS,
+)
+EVENTLOOP_HELD = Metric(
+    "asyncio.eventloop.held",
+    "asyncio_eventloop_held",
+    "gauge",
+    "{loop}",
+    "Loops held past the blocking threshold right now.",
+    LOOP_LABELS,
+)
+EVENTLOOP_TASKS = Metric(
+    "asyncio.eventloop.tasks",
+    "asyncio_eventloop_tasks",
+    "gauge",
+    "{task}",
+    "Tasks not done on the watched loops still open.",
+    LOOP_LABELS,
+)
+
 #: The buckets of each histogram, the same for every exporter.
-BUCKETS = {CREATION_DURATION: CREATION_SECONDS, LOOP_LIFETIME: LIFETIME_SECONDS}
+BUCKETS = {
+    CREATION_DURATION: CREATION_SECONDS,
+    LOOP_LIFETIME: LIFETIME_SECONDS,
+    EVENTLOOP_DELAY: health.DELAY_SECONDS,
+}
 
 ALL = (
     LOOPS_CREATED,
@@ -133,7 +194,14 @@ ALL = (
     CREATION_DURATION,
     INTERNAL_ERRORS,
     POLICY_REPLACED,
+    EVENTLOOP_DELAY,
+    EVENTLOOP_UTILIZATION,
+    EVENTLOOP_TIME,
+    EVENTLOOP_BLOCKED,
+    EVENTLOOP_HELD,
+    EVENTLOOP_TASKS,
 )
+HEALTH = ALL[-6:]
 
 
 def samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
@@ -145,6 +213,9 @@ def samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
     if metric is POLICY_REPLACED:
         for policy, value in policy_replacements().items():
             yield {"policy": policy}, value
+        return
+    if metric in HEALTH:
+        yield from _health_samples(metric)
         return
     if metric in (LOOPS_CLOSED, LOOPS_OPEN, LOOPS_LEAKED):
         LOOPS.sweep()  # closes no hook could see, and leaks queued since the last look
@@ -181,3 +252,30 @@ def samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
                 yield labels, stats.lifetime_seconds.snapshot()
             elif metric is CREATION_DURATION:
                 yield labels, stats.creation_seconds.snapshot()
+
+
+def _health_samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
+    """Loop health's label sets and values (none at all until health was turned on)."""
+    if metric is EVENTLOOP_TIME:
+        for labels, active, idle in health.time_spent():
+            yield {**_named(labels), "state": "active"}, active
+            yield {**_named(labels), "state": "idle"}, idle
+        return
+    readers = {
+        EVENTLOOP_UTILIZATION: health.utilization,
+        EVENTLOOP_HELD: health.held,
+        EVENTLOOP_TASKS: health.tasks,
+    }
+    if metric in readers:
+        for labels, value in readers[metric]():
+            yield _named(labels), value
+        return
+    for labels, totals in health.totals().items():
+        if metric is EVENTLOOP_DELAY:
+            yield _named(labels), totals.delay.snapshot()
+        elif metric is EVENTLOOP_BLOCKED:
+            yield _named(labels), totals.blocked
+
+
+def _named(labels: health.Labels) -> dict[str, str]:
+    return dict(zip(LOOP_LABELS, labels))

@@ -26,8 +26,9 @@ import re
 import threading
 from typing import Any
 
-from tracedpolicy import forksafe, metrics
+from tracedpolicy import forksafe, health, metrics
 from tracedpolicy.errors import record_internal_error
+from tracedpolicy.loops import LoopRecord
 from tracedpolicy.recorder import (
     GET_EVENT_LOOP,
     LOOP_CLOSED,
@@ -65,13 +66,13 @@ class _Writer:
                 family: Any = prometheus_client.Counter(
                     metric.prometheus_name, metric.help, names, registry=None
                 )
-            elif metric.kind == "gauge":
+            elif metric.kind in ("gauge", "ratio"):
                 family = prometheus_client.Gauge(
                     metric.prometheus_name,
                     metric.help,
                     names,
                     registry=None,
-                    multiprocess_mode="livesum",
+                    multiprocess_mode=metric.multiprocess_mode,  # type: ignore[arg-type]
                 )
             else:
                 family = prometheus_client.Histogram(
@@ -93,7 +94,7 @@ class _Writer:
             for labels, value in metrics.samples(metric):
                 key = (metric, tuple(labels[name] for name in metric.labels))
                 child = family.labels(*key[1])
-                if metric.kind == "gauge":
+                if metric.kind in ("gauge", "ratio"):
                     child.set(value)
                     continue
                 delta = value - self.copied.get(key, 0)
@@ -147,6 +148,7 @@ def start() -> None:
             return
         _writer = _Writer()
         add_sink(_sink)
+        health.add_delay_sink(_delay_sink)
         forksafe.at_exit(_at_exit)
     _start_thread()
 
@@ -199,6 +201,14 @@ def _sink(event: PolicyEvent) -> None:
     if writer is not None:
         with _lock:
             writer.observe(event)
+
+
+def _delay_sink(record: LoopRecord, delay: float) -> None:
+    """A health probe's delay, into this process's histogram file."""
+    writer = _writer
+    if writer is not None:
+        family = writer.families[metrics.EVENTLOOP_DELAY]
+        family.labels(record.origin, record.creator, record.loop_class).observe(delay)
 
 
 def _start_thread() -> None:

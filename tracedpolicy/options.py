@@ -28,9 +28,15 @@ TRACEDPOLICY_METRICS_PORT = "TRACEDPOLICY_METRICS_PORT"
 TRACEDPOLICY_METRICS_ADDR = "TRACEDPOLICY_METRICS_ADDR"
 TRACEDPOLICY_CREATION_STACK = "TRACEDPOLICY_CREATION_STACK"
 TRACEDPOLICY_REPORT_AT_EXIT = "TRACEDPOLICY_REPORT_AT_EXIT"
+TRACEDPOLICY_HEALTH = "TRACEDPOLICY_HEALTH"
+TRACEDPOLICY_HEALTH_RESOLUTION = "TRACEDPOLICY_HEALTH_RESOLUTION"
+TRACEDPOLICY_BLOCKING_THRESHOLD = "TRACEDPOLICY_BLOCKING_THRESHOLD"
 
 #: The deepest creation stack a record keeps: enough to find a caller, bounded for memory.
 MAX_CREATION_STACK = 64
+
+#: The bounds of the health durations (resolution, threshold), in seconds.
+MIN_SECONDS, MAX_SECONDS = 0.001, 60.0
 
 _DEFAULT = object()  # "not given": distinct from None, which means "none" for some options
 
@@ -63,6 +69,12 @@ class Options:
     """Frames to keep above each loop's creation site (0: the site only)."""
     report_at_exit: bool = False
     """At exit, count the loops still open as leaked ``open_at_exit`` and print the report."""
+    health: bool = False
+    """Watch each loop made from now on: delay, utilization, blocking callbacks, tasks."""
+    health_resolution: float = 0.01
+    """Seconds between two probes of a running loop (the delay's resolution)."""
+    blocking_threshold: float = 0.1
+    """Seconds a loop may be held by one callback or task step before it counts as blocked."""
 
     @property
     def hit_span_rate(self) -> float:
@@ -100,6 +112,13 @@ class Options:
                 "creation_stack", TRACEDPOLICY_CREATION_STACK, 0, MAX_CREATION_STACK
             ),
             report_at_exit=source.switch("report_at_exit", TRACEDPOLICY_REPORT_AT_EXIT, False),
+            health=source.switch("health", TRACEDPOLICY_HEALTH, False),
+            health_resolution=source.seconds(
+                "health_resolution", TRACEDPOLICY_HEALTH_RESOLUTION, 0.01
+            ),
+            blocking_threshold=source.seconds(
+                "blocking_threshold", TRACEDPOLICY_BLOCKING_THRESHOLD, 0.1
+            ),
         )
 
 
@@ -154,6 +173,22 @@ class _Source:
         if isinstance(value, bool) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"{where} is {_shown(value)}; accepted: a number from 0 to 1")
         return rate
+
+    def seconds(self, name: str, variable: str, default: float) -> float:
+        """A duration from a millisecond to a minute: finer would busy the loop, coarser says
+        nothing."""
+        value, where = self._raw(name, variable)
+        if value is _DEFAULT:
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = float("nan")
+        if isinstance(value, bool) or not MIN_SECONDS <= number <= MAX_SECONDS:
+            raise ValueError(
+                f"{where} is {_shown(value)}; accepted: seconds from {MIN_SECONDS} to {MAX_SECONDS}"
+            )
+        return number
 
     def whole(self, name: str, variable: str, default: int, maximum: int) -> int:
         value, where = self._raw(name, variable)

@@ -12,6 +12,7 @@ for unit ``s``), with the same attribute keys as label names.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -19,9 +20,17 @@ from opentelemetry import context, metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tracedpolicy import recorder
+from tracedpolicy import health, recorder
 from tracedpolicy.errors import record_internal_error
-from tracedpolicy.metrics import ALL, CREATION_DURATION, LOOP_LIFETIME, Metric, samples
+from tracedpolicy.loops import LoopRecord
+from tracedpolicy.metrics import (
+    ALL,
+    CREATION_DURATION,
+    EVENTLOOP_DELAY,
+    LOOP_LIFETIME,
+    Metric,
+    samples,
+)
 from tracedpolicy.recorder import (
     CONSTRUCTOR,
     GET_EVENT_LOOP,
@@ -165,6 +174,7 @@ class Instruments:
         make = {
             "counter": meter.create_observable_counter,
             "gauge": meter.create_observable_up_down_counter,
+            "ratio": meter.create_observable_gauge,
         }
         for metric in ALL:
             if metric.kind in make:
@@ -177,6 +187,7 @@ class Instruments:
         # No observable histogram exists: these two are recorded as loops are made and close.
         self.creation = self._histogram(CREATION_DURATION, CREATION_SECONDS)
         self.lifetime = self._histogram(LOOP_LIFETIME, LIFETIME_SECONDS)
+        self.delay = self._histogram(EVENTLOOP_DELAY, health.DELAY_SECONDS)
 
     def _histogram(self, metric: Metric, bounds: tuple[float, ...]) -> metrics.Histogram:
         return self.meter.create_histogram(
@@ -203,6 +214,60 @@ class Instruments:
         except Exception as failure:
             record_internal_error("meter", failure)
 
+    def record_delay(self, record: LoopRecord, delay: float) -> None:
+        """Record one health probe's delay (a delay sink of :mod:`tracedpolicy.health`)."""
+        if self.active:
+            attributes = {
+                "origin": record.origin,
+                "creator": record.creator,
+                "loop_class": record.loop_class,
+            }
+            self.delay.record(delay, attributes)
+
+
+class HeldSpans:
+    """A span for each time a loop is held past the blocking threshold: it starts when the
+    probe was due, ends when the loop ran again, links to the loop's creation span, and has an
+    event naming what the loop's thread was running when the watchdog looked."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+
+    def held(self, watched: health.LoopHealth, seen: health.Sample | None) -> Any:
+        if isinstance(getattr(self.tracer, "_tracer", self.tracer), trace.NoOpTracer):
+            return None
+        record, since = watched.record, watched.held_since or time.monotonic()
+        creation = record.span_context
+        span = self.tracer.start_span(
+            "asyncio.eventloop.blocked",
+            context=context.Context(),
+            kind=SpanKind.INTERNAL,
+            start_time=_wall_ns(since),
+            links=[trace.Link(creation)] if creation is not None else None,
+            attributes={
+                "asyncio.loop.origin": record.origin,
+                "asyncio.loop.creator": record.creator,
+                "asyncio.loop.class": record.loop_class,
+                "asyncio.loop.id": record.loop_id,
+                "thread.name": record.thread_name,
+            },
+        )
+        event: dict[str, Any] = {"asyncio.eventloop.blocking_threshold": health.threshold()}
+        if seen is not None:
+            event["code.stacktrace"] = f"{seen.at}\n{seen.runs}"
+            if seen.task is not None:
+                event["asyncio.task"] = seen.task
+        span.add_event("blocked", event)
+        return span
+
+    def released(self, span: Any, caught_up: float) -> None:
+        span.end(end_time=_wall_ns(caught_up))
+
+
+def _wall_ns(monotonic: float) -> int:
+    """A ``time.monotonic()`` instant as span timestamps count (nanoseconds since the epoch)."""
+    return time.time_ns() - int((time.monotonic() - monotonic) * 1e9)
+
 
 _instruments: dict[metrics.MeterProvider | None, Instruments] = {}
 _active: Instruments | None = None
@@ -218,9 +283,11 @@ def configure_tracing(tracer_provider: trace.TracerProvider | None, spans: bool)
 
     if not spans:
         recorder.set_span_hook(None)
+        health.set_span_maker(None)
         return
     tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider)
     recorder.set_span_hook(SpanHook(tracer))
+    health.set_span_maker(HeldSpans(tracer))
 
 
 def configure_metrics(meter_provider: metrics.MeterProvider | None) -> None:
@@ -233,6 +300,7 @@ def configure_metrics(meter_provider: metrics.MeterProvider | None) -> None:
         meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider)
         instruments = _instruments[meter_provider] = Instruments(meter)
         recorder.add_sink(instruments.record)
+        health.add_delay_sink(instruments.record_delay)
     if _active is not None and _active is not instruments:
         _active.active = False
     instruments.active = True

@@ -40,6 +40,7 @@ def _buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
 _FAMILIES = {
     "counter": CounterMetricFamily,
     "gauge": GaugeMetricFamily,
+    "ratio": GaugeMetricFamily,
     "histogram": HistogramMetricFamily,
 }
 

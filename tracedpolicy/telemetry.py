@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tracedpolicy import forksafe, multiprocess, otel, prometheus, report
+from tracedpolicy import forksafe, health, multiprocess, otel, prometheus, report
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import REGISTRY
 from tracedpolicy.options import Options
@@ -30,6 +30,9 @@ PROCESS_OPTIONS = frozenset(
         "metrics_addr",
         "creation_stack",
         "report_at_exit",
+        "health",
+        "health_resolution",
+        "blocking_threshold",
     }
 )
 
@@ -64,6 +67,10 @@ def configure(options: Options, given: Mapping[str, Any]) -> None:
 
 def _apply(options: Options, names: set[str]) -> None:
     global _server, _report_registered
+    if names & {"health", "health_resolution", "blocking_threshold"}:
+        health.configure(
+            options.health, health.Settings(options.health_resolution, options.blocking_threshold)
+        )
     if "creation_stack" in names:
         REGISTRY.stack_depth = options.creation_stack
     if "report_at_exit" in names and options.report_at_exit and not _report_registered:

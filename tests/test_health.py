@@ -1,0 +1,383 @@
+"""Loop health: delay, utilization, blocking callbacks and tasks, found on real loops blocked for
+a known time, in the loop's own thread and in a worker thread, for asyncio's loop and uvloop.
+
+Tolerances: the probe runs every 10 ms here and the watchdog looks four times per threshold, so
+a block of B seconds shows as a delay within [B - 10 ms, B + 60 ms] (a loaded CI machine adds
+scheduling noise), and utilization's active time within 60 ms of the time spent blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import tracedpolicy
+from tracedpolicy import health
+
+from .conftest import Telemetry
+from .test_servers import free_port, serve
+
+BLOCK = 0.3
+THRESHOLD = 0.1
+SLACK = 0.06
+
+
+def loop_makers() -> list[Any]:
+    makers: list[Any] = [pytest.param(asyncio.SelectorEventLoop, id="asyncio")]
+    try:
+        import uvloop
+
+        makers.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    except ImportError:  # pragma: no cover - uvloop is a test dependency where it builds
+        pass
+    return makers
+
+
+@pytest.fixture(autouse=True)
+def health_off_afterwards() -> Iterator[None]:
+    yield
+    health.reset_for_tests()
+
+
+def watched_factory(base: Any, label: str, **options: Any) -> Any:
+    return tracedpolicy.loop_factory(
+        base, label=label, health=True, blocking_threshold=THRESHOLD, **options
+    )
+
+
+def labels_of(label: str) -> dict[str, Any]:
+    """The health totals of the loops made by the factory labelled ``label``."""
+    found = {key: value for key, value in health.totals().items() if key[1] == label}
+    assert len(found) == 1, found
+    return next(iter(found.values())).__dict__
+
+
+async def blocking_then_idle(block: float, idle: float) -> None:
+    await asyncio.sleep(0.05)  # the probe is running
+    time.sleep(block)  # holds the loop: what every blocking call does
+    await asyncio.sleep(idle)
+
+
+def run_in(thread: bool, body: Callable[[], None]) -> None:
+    if not thread:
+        body()
+        return
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive()
+
+
+@pytest.mark.parametrize("make", loop_makers())
+@pytest.mark.parametrize("thread", [False, True], ids=["own thread", "worker thread"])
+def test_a_blocked_loop_shows_its_delay_and_one_blocking_callback(
+    make: Any, thread: bool, telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    label = f"tests.health.blocked.{thread}"
+    factory = watched_factory(make, label)
+
+    def body() -> None:
+        loop = factory()
+        try:
+            loop.run_until_complete(blocking_then_idle(BLOCK, 0.2))
+        finally:
+            loop.close()
+
+    with caplog.at_level(logging.WARNING, logger="tracedpolicy"):
+        run_in(thread, body)
+    totals = labels_of(label)
+    delay = totals["delay"].snapshot()
+    assert BLOCK - 0.011 <= delay.sum <= BLOCK + SLACK + 0.005 * delay.total
+    worst = next(b for b, c in zip(delay.bounds, delay.cumulative_counts) if c == delay.total)
+    assert worst == 0.5  # the one late probe: between 0.25 and 0.5 s
+    assert totals["blocked"] == 1
+    lines = [r.getMessage() for r in caplog.records if "held for over" in r.getMessage()]
+    assert len(lines) == 1
+    assert "test_health.py" in lines[0] and "in blocking_then_idle" in lines[0]
+    assert "(blocking_then_idle)" in lines[0]  # the task stepping
+    spans = [s for s in telemetry.exporter.get_finished_spans() if s.name.endswith("blocked")]
+    assert len(spans) == 1
+    (span,) = spans
+    assert span.end_time is not None and span.start_time is not None
+    held = (span.end_time - span.start_time) / 1e9
+    assert BLOCK - 0.02 <= held <= BLOCK + SLACK
+    (event,) = span.events
+    assert event.name == "blocked"
+    assert "in blocking_then_idle" in str((event.attributes or {})["code.stacktrace"])
+
+
+def test_utilization_is_the_share_outside_the_wait(telemetry: Telemetry) -> None:
+    label = "tests.health.utilization"
+    factory = watched_factory(asyncio.SelectorEventLoop, label)
+    loop = factory()
+    seen: list[float] = []
+
+    async def half_busy() -> None:
+        for _ in range(8):  # 0.15 s busy, 0.15 s waiting, for 2.4 s
+            time.sleep(0.15)
+            await asyncio.sleep(0.15)
+        seen.extend(value for _, value in health.utilization())
+
+    began = time.monotonic()
+    try:
+        loop.run_until_complete(half_busy())
+    finally:
+        loop.close()
+    ran = time.monotonic() - began
+    totals = labels_of(label)
+    assert totals["timed"]
+    (active, idle) = next((a, i) for labels, a, i in health.time_spent() if labels[1] == label)
+    assert abs(active - 1.2) <= SLACK * 2
+    assert abs(active + idle - ran) <= SLACK
+    assert seen and all(0.3 <= value <= 0.7 for value in seen)
+
+
+def test_uvloop_gets_delay_but_no_utilization_since_its_wait_is_libuvs() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    label = "tests.health.uvloop-time"
+    loop = watched_factory(uvloop.new_event_loop, label)()
+    try:
+        loop.run_until_complete(blocking_then_idle(0.05, 0.05))
+    finally:
+        loop.close()
+    assert labels_of(label)["delay"].snapshot().total > 0
+    assert not labels_of(label)["timed"]
+    assert not [labels for labels, _, _ in health.time_spent() if labels[1] == label]
+
+
+@pytest.mark.parametrize("make", loop_makers())
+def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
+    label = "tests.health.held"
+    loop = watched_factory(make, label)()
+    release, held_seen = threading.Event(), threading.Event()
+    observed: dict[str, int] = {}
+
+    def watcher() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counts = {labels[1]: n for labels, n in health.held()}
+            if counts.get(label) == 1:
+                observed["tasks"] = {labels[1]: n for labels, n in health.tasks()}[label]
+                held_seen.set()
+                break
+            time.sleep(0.01)
+        release.set()
+
+    async def main() -> None:
+        sleepers = [asyncio.ensure_future(asyncio.sleep(60)) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        release.wait(10)  # held until the other thread saw it held
+        for task in sleepers:
+            task.cancel()
+        await asyncio.gather(*sleepers, return_exceptions=True)
+
+    thread = threading.Thread(target=watcher)
+    thread.start()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        thread.join(15)
+        loop.close()
+    assert held_seen.is_set()
+    assert observed["tasks"] == 5  # main and its four sleepers
+    deadline = time.monotonic() + 5
+    while {labels[1]: n for labels, n in health.held()}.get(label) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the watchdog notices the catch-up at its next look
+    assert {labels[1]: n for labels, n in health.held()}[label] == 0
+
+
+def test_off_by_default_nothing_is_added_to_a_loop() -> None:
+    loop = tracedpolicy.loop_factory(asyncio.SelectorEventLoop, label="tests.health.off")()
+    try:
+        assert "run_forever" not in vars(loop)
+        assert "select" not in vars(loop._selector)  # type: ignore[attr-defined]
+        loop.run_until_complete(asyncio.sleep(0.02))
+        assert not [key for key in health.totals() if key[1] == "tests.health.off"]
+    finally:
+        loop.close()
+
+
+def script(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """What a loop answers to runs that fail, succeed, nest and come after close."""
+    outcomes: list[str] = []
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("same error")
+
+    async def nested() -> None:
+        loop.run_forever()
+
+    steps: list[Callable[[], Any]] = [
+        lambda: loop.run_until_complete(fails()),
+        lambda: loop.run_until_complete(asyncio.sleep(0, "result")),
+        lambda: (loop.stop(), loop.run_forever()),  # stopped before it runs: one iteration
+        lambda: loop.run_until_complete(nested()),
+        loop.close,
+        loop.run_forever,
+    ]
+    for step in steps:
+        try:
+            outcomes.append(repr(step()))
+        except BaseException as error:
+            outcomes.append(f"{type(error).__name__}: {error}")
+    return outcomes
+
+
+@pytest.mark.parametrize("make", loop_makers())
+def test_a_watched_loop_behaves_as_before(make: Any) -> None:
+    assert script(watched_factory(make, "tests.health.faithful")()) == script(make())
+
+
+@pytest.mark.parametrize("make", loop_makers())
+def test_a_watched_loop_is_freed_by_reference_counting(make: Any) -> None:
+    loop = watched_factory(make, "tests.health.freed")()
+    loop.run_until_complete(asyncio.sleep(0.03))
+    loop.close()
+    ref = weakref.ref(loop)
+    gc.disable()
+    try:
+        del loop
+        assert ref() is None  # no reference cycle through the probe or the hooks
+    finally:
+        gc.enable()
+
+
+def test_prometheus_and_opentelemetry_names_follow_the_node_conventions(
+    telemetry: Telemetry,
+) -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    reader = PrometheusMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    label = "tests.health.names"
+    try:
+        factory = watched_factory(
+            asyncio.SelectorEventLoop,
+            label,
+            meter_provider=meter_provider,
+            prometheus_registry=telemetry.registry,
+        )
+        loop = factory()
+        try:
+            loop.run_until_complete(blocking_then_idle(0.15, 1.1))
+        finally:
+            loop.close()
+        loop = factory()  # open, for the tasks gauge
+
+        def names(families: Any) -> set[tuple[str, str]]:
+            return {
+                (family.name, family.type)
+                for family in families
+                if family.name.startswith("asyncio_eventloop")
+                and any(s.labels.get("creator") == label for s in family.samples)
+            }
+
+        ours = names(text_string_to_metric_families(generate_latest(telemetry.registry).decode()))
+        theirs = names(reader._collector.collect())
+        loop.close()
+    finally:
+        meter_provider.shutdown()
+    assert ours == theirs
+    assert {name for name, _ in ours} == {
+        "asyncio_eventloop_delay_seconds",
+        "asyncio_eventloop_time_seconds",
+        "asyncio_eventloop_blocked",
+        "asyncio_eventloop_held",
+        "asyncio_eventloop_tasks",
+    }  # utilization: no loop is running now
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("health_resolution", "fast"), ("blocking_threshold", 0), ("health_resolution", 600)],
+)
+def test_bad_durations_are_refused_in_one_line(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"option {option} is .*seconds from 0.001 to 60.0$"):
+        tracedpolicy.loop_factory(asyncio.SelectorEventLoop, **{option: value})
+
+
+BLOCKING_APP = """
+import time
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"] == "/block":
+        time.sleep(0.3)  # a synchronous call in a handler: the server's loop is held
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+"""
+
+
+BLOCKED = "asyncio_eventloop_blocked_total"
+
+
+def total(samples: dict[Any, float], *names: str, le: str | None = None) -> list[float]:
+    """Each name's samples summed over label sets (only the bucket ``le``, if given)."""
+    return [
+        sum(
+            value
+            for (name, labels), value in samples.items()
+            if name == wanted and (le is None or dict(labels).get("le") == le)
+        )
+        for wanted in names
+    ]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_real_server_under_run_shows_its_blocking_handler(loop: str, tmp_path: Path) -> None:
+    """uvicorn, unchanged, under ``TRACEDPOLICY_HEALTH=1 python -m tracedpolicy run``."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    (tmp_path / "app.py").write_text(BLOCKING_APP)
+    port = free_port()
+    command = [sys.executable, "-m", "tracedpolicy", "run", "-m", "uvicorn", "app:app"]
+    command += ["--port", str(port), "--loop", loop]
+    environment = {"TRACEDPOLICY_HEALTH": "1"}
+    with serve(command, tmp_path, port, environment) as served:
+        served.wait_until_serving()
+        assert served.get("/block") == "hello"
+        deadline = time.monotonic() + 10
+        while True:  # the watchdog counts at its next look, and releases at the one after
+            samples = served.scrape()
+            blocked, held = total(
+                samples, "asyncio_eventloop_blocked_total", "asyncio_eventloop_held"
+            )
+            if (blocked, held) == (1, 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        output = served.interrupt()
+    assert (blocked, held) == (1, 0), output
+    probes = total(samples, "asyncio_eventloop_delay_seconds_count")[0]
+    on_time = total(samples, "asyncio_eventloop_delay_seconds_bucket", le="0.25")[0]
+    assert probes - on_time == 1  # one probe ran more than 0.25 s late: the block
+    (line,) = [line for line in output.splitlines() if "held for over" in line]
+    sleeping = 1 + next(n for n, text in enumerate(BLOCKING_APP.splitlines()) if "sleep" in text)
+    assert f"app.py:{sleeping} in app" in line, line
+    states = {
+        dict(labels)["state"]
+        for (name, labels), _ in samples.items()
+        if name == "asyncio_eventloop_time_seconds_total"
+    }
+    assert states == ({"active", "idle"} if loop == "asyncio" else set())
+    assert served.process.returncode == 0, output

@@ -1,0 +1,508 @@
+"""Loop health: is each loop keeping up? Delay, utilization, blocking callbacks and tasks.
+
+Opt-in (``health=True`` or ``TRACEDPOLICY_HEALTH=1``); off, nothing at all is added to a loop.
+On, every loop tracedpolicy records from then on (policies, loop factories, constructors, the
+whole-process mode) is watched by three cheap pieces, none of which touches each callback:
+
+- **a probe**: while the loop runs, a timer of its own every ``health_resolution`` seconds; how
+  late it runs is the loop's *delay* (Node's ``monitorEventLoopDelay``, aiodebug's loopmon);
+- **the wait**: asyncio's selector and proactor loops wait for I/O in their selector's
+  ``select``; timing that call (only when it may wait) splits the loop's running time into
+  *idle* and *active*, whose share is its *utilization* (Node's definition). uvloop waits
+  inside libuv, out of reach: its loops get delay, blocking and tasks, but no utilization;
+- **a watchdog** thread: a running loop whose probe is overdue by more than
+  ``blocking_threshold`` is held by one callback or task step (or one long iteration); the
+  watchdog then, and only then, samples the loop thread's stack to name what runs, counts it,
+  logs one line and records a span that lasts as long as the loop was held.
+
+The probe and the run hook are set on the loop instance (a class is never changed), holding
+the loop only weakly, so a loop's life and garbage collection are as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tracedpolicy import forksafe
+from tracedpolicy.errors import record_internal_error
+from tracedpolicy.loops import REGISTRY, SKIPPED_PACKAGES, USER_MODULES, LoopRecord, printable
+from tracedpolicy.stats import Histogram
+
+logger = logging.getLogger("tracedpolicy")
+
+#: How late a probe ran: a tenth of a millisecond to ten seconds.
+DELAY_SECONDS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+#: Utilization is the share of the last window of at least this many seconds of running.
+UTILIZATION_WINDOW = 1.0
+
+Labels = tuple[str, str, str]
+"""(origin, creator, loop_class): the labels of every loop metric."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the health options say."""
+
+    resolution: float = 0.01
+    """Seconds between probes of a running loop."""
+    threshold: float = 0.1
+    """A loop held longer than this (seconds) counts as blocked (asyncio's slow callback)."""
+
+
+@dataclass
+class Totals:
+    """One label set's health, summed over its loops (those gone included)."""
+
+    delay: Histogram = field(default_factory=lambda: Histogram(DELAY_SECONDS))
+    active: float = 0.0
+    idle: float = 0.0
+    blocked: int = 0
+    timed: bool = False
+    """Some loop of this label set has a timed wait (so time and utilization mean something)."""
+
+
+class LoopHealth:
+    """One watched loop. Its loop thread writes the timing fields; the watchdog reads them."""
+
+    def __init__(self, loop: Any, record: LoopRecord, totals: Totals) -> None:
+        self.ref = weakref.ref(loop)
+        self.record = record
+        self.totals = totals
+        self.running = False
+        self.thread_id = 0
+        self.due = 0.0
+        """When the probe is next due (``time.monotonic``)."""
+        self.timer: Any = None
+        self.run_started = 0.0
+        self.ran = 0.0
+        """Seconds spent in finished runs of ``run_forever``."""
+        self.idle = 0.0
+        """Seconds spent waiting in ``select``, all runs."""
+        self.window: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        """(monotonic, ran, idle) when the current utilization window started."""
+        self.utilization: float | None = None
+        self.held_since: float | None = None
+        """When the watchdog found the loop held past the threshold, until it catches up."""
+        self.caught_up: float | None = None
+        self.span: Any = None
+
+    def active_and_idle(self, now: float) -> tuple[float, float]:
+        ran = self.ran + (now - self.run_started if self.running else 0.0)
+        return max(ran - self.idle, 0.0), self.idle
+
+    # On the loop's own thread:
+
+    def started(self, loop: Any) -> None:
+        now = time.monotonic()
+        self.thread_id = threading.get_ident()
+        self.run_started = now
+        self.window = (now, self.ran, self.idle)
+        self.running = True
+        self._schedule(loop, now)
+        _watchdog.wake()
+
+    def stopped(self) -> None:
+        now = time.monotonic()
+        self.running = False
+        self.ran += now - self.run_started
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
+        if self.held_since is not None:
+            self.caught_up = now
+
+    def tick(self) -> None:
+        loop = self.ref()
+        if loop is None or not self.running:
+            return
+        now = time.monotonic()
+        delay = max(now - self.due, 0.0)
+        self.totals.delay.observe(delay)
+        for sink in _delay_sinks:
+            try:
+                sink(self.record, delay)
+            except Exception as failure:
+                record_internal_error("health", failure)
+        if self.held_since is not None:
+            self.caught_up = now
+        start, ran, idle = self.window
+        if now - start >= UTILIZATION_WINDOW and self.totals.timed:
+            ran_now = self.ran + now - self.run_started
+            span = ran_now - ran
+            if span > 0:
+                self.utilization = min(max((span - (self.idle - idle)) / span, 0.0), 1.0)
+            self.window = (now, ran_now, self.idle)
+        if _enabled:
+            self._schedule(loop, now)
+
+    def _schedule(self, loop: Any, now: float) -> None:
+        self.due = now + _settings.resolution
+        self.timer = loop.call_later(_settings.resolution, self.tick)
+
+
+_lock = forksafe.lock()
+_enabled = False
+_settings = Settings()
+_totals: dict[Labels, Totals] = {}
+_watched: dict[int, LoopHealth] = {}
+"""Every watched loop still alive, by ``id(loop)``."""
+_delay_sinks: list[Callable[[LoopRecord, float], None]] = []
+#: Frames of these are the loop's machinery, not what it runs.
+_MACHINERY = (*SKIPPED_PACKAGES, "selectors", "threading", "runpy", "contextvars")
+
+
+def configure(enabled: bool, settings: Settings) -> None:
+    """Watch loops recorded from now on (or stop watching new ones), with ``settings``."""
+    global _enabled, _settings
+    with _lock:
+        _enabled, _settings = enabled, settings
+        if enabled and watch not in REGISTRY.tracked_listeners:
+            REGISTRY.tracked_listeners.append(watch)
+    if enabled:
+        _watchdog.start()  # now, not inside some test or request that runs the first loop
+
+
+def reset_for_tests() -> None:
+    """Off, and forget every label set and watched loop. Only use in tests."""
+    configure(False, Settings())
+    with _lock:
+        _totals.clear()
+        _watched.clear()
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def threshold() -> float:
+    """The blocking threshold in force, in seconds."""
+    return _settings.threshold
+
+
+def add_delay_sink(sink: Callable[[LoopRecord, float], None]) -> None:
+    """Tell ``sink`` each probe's delay (OpenTelemetry's histogram records it)."""
+    if sink not in _delay_sinks:
+        _delay_sinks.append(sink)
+
+
+def watch(record: LoopRecord, loop: Any) -> None:
+    """Watch a loop tracedpolicy just recorded, if health is on (a listener of the registry)."""
+    if not _enabled or "run_forever" in getattr(loop, "__dict__", {"run_forever": None}):
+        return  # off, no instance dict, or a run_forever of its own (or ours already)
+    labels = (record.origin, record.creator, record.loop_class)
+    with _lock:
+        totals = _totals.get(labels)
+        if totals is None:
+            totals = _totals[labels] = Totals()
+        _forget_collected()
+    health = LoopHealth(loop, record, totals)
+    try:
+        _hook_run(loop, health)
+        totals.timed = _time_the_wait(loop, health) or totals.timed
+    except Exception as failure:
+        record_internal_error("health", failure)
+        return
+    with _lock:
+        _watched[id(loop)] = health
+
+
+def _hook_run(loop: Any, health: LoopHealth) -> None:
+    """``loop.run_forever`` starts and stops the probe around the class's own."""
+    ref = weakref.ref(loop)
+
+    def run_forever() -> None:
+        loop = ref()
+        watching = loop is not None and not loop.is_running() and not loop.is_closed()
+        if watching:
+            try:
+                health.started(loop)
+            except Exception as failure:
+                record_internal_error("health", failure)
+                watching = False
+        try:
+            return type(loop).run_forever(loop)  # type: ignore[no-any-return, union-attr]
+        finally:
+            if watching:
+                health.stopped()
+
+    loop.run_forever = run_forever
+
+
+def _time_the_wait(loop: Any, health: LoopHealth) -> bool:
+    """Time the selector's (or proactor's) ``select`` when it may wait; False if there is none."""
+    waiter = getattr(loop, "_selector", None) or getattr(loop, "_proactor", None)
+    if waiter is None or not callable(getattr(type(waiter), "select", None)):
+        return False
+    if "select" in getattr(waiter, "__dict__", {"select": None}):
+        return False
+    select_of = type(waiter).select
+    clock = time.perf_counter
+    ref = weakref.ref(waiter)
+
+    def select(timeout: float | None = None) -> Any:
+        if timeout == 0:  # a poll: no wait to time
+            return select_of(ref(), 0)
+        began = clock()
+        try:
+            return select_of(ref(), timeout)
+        finally:
+            health.idle += clock() - began
+
+    waiter.select = select
+    return True
+
+
+def _forget_collected() -> None:
+    """Fold the time of loops gone into their totals (under ``_lock``)."""
+    for key, health in list(_watched.items()):
+        if health.ref() is None:
+            del _watched[key]
+            active, idle = health.active_and_idle(time.monotonic())
+            health.totals.active += active
+            health.totals.idle += idle
+
+
+# Readers, for the exporters (through tracedpolicy.metrics).
+
+
+def watched() -> list[LoopHealth]:
+    with _lock:
+        _forget_collected()
+        return list(_watched.values())
+
+
+def totals() -> dict[Labels, Totals]:
+    with _lock:
+        _forget_collected()
+        return dict(_totals)
+
+
+def time_spent() -> Iterator[tuple[Labels, float, float]]:
+    """(labels, active seconds, idle seconds) of each label set with a timed wait."""
+    now = time.monotonic()
+    sums = {labels: [t.active, t.idle] for labels, t in totals().items() if t.timed}
+    for health in watched():
+        labels = (health.record.origin, health.record.creator, health.record.loop_class)
+        if labels in sums:
+            active, idle = health.active_and_idle(now)
+            sums[labels][0] += active
+            sums[labels][1] += idle
+    for labels, (active, idle) in sums.items():
+        yield labels, active, idle
+
+
+def utilization() -> Iterator[tuple[Labels, float]]:
+    """Each label set's utilization: the mean over its running loops' last windows."""
+    shares: dict[Labels, list[float]] = {}
+    for health in watched():
+        if health.running and health.utilization is not None:
+            labels = (health.record.origin, health.record.creator, health.record.loop_class)
+            shares.setdefault(labels, []).append(health.utilization)
+    for labels, values in shares.items():
+        yield labels, sum(values) / len(values)
+
+
+def tasks() -> Iterator[tuple[Labels, int]]:
+    """Tasks not done, per label set, over the watched loops still open."""
+    counts: dict[Labels, int] = {}
+    for health in watched():
+        loop = health.ref()
+        if loop is None or loop.is_closed():
+            continue
+        labels = (health.record.origin, health.record.creator, health.record.loop_class)
+        counts[labels] = counts.get(labels, 0) + len(asyncio.all_tasks(loop))
+    yield from counts.items()
+
+
+def held() -> Iterator[tuple[Labels, int]]:
+    """Loops held past the threshold right now, per label set (0 where none is)."""
+    counts = {labels: 0 for labels in totals()}
+    for health in watched():
+        if health.held_since is not None and health.caught_up is None:
+            labels = (health.record.origin, health.record.creator, health.record.loop_class)
+            counts[labels] += 1
+    yield from counts.items()
+
+
+# The watchdog.
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a held loop's thread was running when the watchdog looked."""
+
+    runs: str
+    """The outermost frame of the application's code: the callback or task step."""
+    at: str
+    """The innermost frame: where it was."""
+    task: str | None
+
+    def __str__(self) -> str:
+        task = f"task {self.task}: " if self.task else ""
+        where = self.at if self.at == self.runs else f"{self.at}, called from {self.runs}"
+        return f"{task}{where}"
+
+
+def sample(thread_id: int, loop: Any) -> Sample | None:
+    """What the loop's thread runs: its application frames above the loop's own run code."""
+    frame = sys._current_frames().get(thread_id)
+    frames = []
+    while frame is not None and not _runs_the_loop(frame):
+        if not _machinery(frame):
+            frames.append(frame)
+        frame = frame.f_back
+    if not frames:
+        return None
+    return Sample(runs=_where(frames[-1]), at=_where(frames[0]), task=_task_of(loop))
+
+
+#: The functions in which a loop runs its callbacks: below them is who runs the loop.
+_RUNNERS = frozenset({"_run", "_run_once", "run_forever", "run_until_complete"})
+
+
+def _runs_the_loop(frame: Any) -> bool:
+    return frame.f_code.co_name in _RUNNERS and _machinery(frame)
+
+
+def _machinery(frame: Any) -> bool:
+    module = str(frame.f_globals.get("__name__") or "")
+    return module not in USER_MODULES and module.partition(".")[0] in _MACHINERY
+
+
+def _where(frame: Any) -> str:
+    code = frame.f_code
+    return printable(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+
+
+def _task_of(loop: Any) -> str | None:
+    """The task the loop steps now, if any: its name and coroutine."""
+    try:
+        task = asyncio.current_task(loop)
+        if task is None:
+            return None
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", type(coro).__name__)
+        return printable(f"{task.get_name()} ({name})")
+    except Exception:  # a loop closed meanwhile: the sample goes without it
+        return None
+
+
+class _Watchdog:
+    """One thread per process that looks at the running watched loops a few times per threshold."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.event = threading.Event()
+
+    def start(self) -> None:
+        """Start the thread, once (it sleeps while no watched loop runs)."""
+        if self.thread is None or not self.thread.is_alive():
+            with _lock:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(
+                        target=self.run, name="tracedpolicy-health", daemon=True
+                    )
+                    self.thread.start()
+
+    def wake(self) -> None:
+        self.start()
+        self.event.set()
+
+    def run(self) -> None:
+        while True:
+            running = [h for h in watched() if h.running or h.held_since is not None]
+            if not running:
+                self.event.clear()
+                self.event.wait()
+                continue
+            try:
+                self.look(running, time.monotonic())
+            except Exception as failure:
+                record_internal_error("health", failure)
+            time.sleep(max(min(_settings.threshold / 4, 0.05), 0.001))
+
+    def look(self, loops: list[LoopHealth], now: float) -> None:
+        for health in loops:
+            if health.held_since is None:
+                if health.running and now - health.due > _settings.threshold:
+                    self.held(health, now)
+            elif health.caught_up is not None:
+                self.released(health)
+
+    def held(self, health: LoopHealth, now: float) -> None:
+        health.held_since, health.caught_up = health.due, None
+        health.totals.blocked += 1
+        loop = health.ref()
+        seen = sample(health.thread_id, loop) if loop is not None else None
+        record = health.record
+        logger.warning(
+            "event loop held for over %.3f s (blocking_threshold): %s #%d made at %s, thread %r;"
+            " running %s",
+            now - health.due,
+            record.loop_class,
+            record.loop_id,
+            record.site or "an unknown site",
+            printable(record.thread_name),
+            seen or "no Python code (a C call)",
+        )
+        spans = _span_maker
+        if spans is not None:
+            try:
+                health.span = spans.held(health, seen)
+            except Exception as failure:
+                record_internal_error("tracer", failure)
+
+    def released(self, health: LoopHealth) -> None:
+        span, health.span = health.span, None
+        caught_up = health.caught_up
+        health.held_since = health.caught_up = None
+        spans = _span_maker
+        if span is not None and spans is not None and caught_up is not None:
+            try:
+                spans.released(span, caught_up)
+            except Exception as failure:
+                record_internal_error("tracer", failure)
+
+
+class SpanMaker(Protocol):
+    """Spans for held loops (OpenTelemetry's, set by :mod:`tracedpolicy.otel`)."""
+
+    def held(self, health: LoopHealth, seen: Sample | None) -> Any:
+        """Start a span for a loop held since ``health.held_since``; returns it."""
+
+    def released(self, span: Any, caught_up: float) -> None:
+        """End ``span``: the loop ran again at ``caught_up`` (``time.monotonic``)."""
+
+
+_watchdog = _Watchdog()
+_span_maker: SpanMaker | None = None
+
+
+def set_span_maker(maker: SpanMaker | None) -> None:
+    """Where held loops' spans go (None: no spans)."""
+    global _span_maker
+    _span_maker = maker
+
+
+def _after_fork_in_child() -> None:
+    """The parent's loops and watchdog are not this process's."""
+    global _watchdog
+    _watched.clear()
+    _watchdog = _Watchdog()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
