@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .test_servers import free_port
@@ -326,3 +327,26 @@ def test_each_process_exports_its_spans_under_a_resource_of_its_own(tmp_path: Pa
     assert len({pid for pid, _ in by_instance.values()}) == 3
     for _pid, names in by_instance.values():
         assert names & {"asyncio.policy.new_event_loop", "asyncio.loop.create"}, names
+
+
+def test_a_scrape_skips_a_file_a_process_created_but_has_not_begun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker creating its value file as the scrape reads the directory: prometheus_client's
+    reader fails on the empty file (``struct.error``: a 500 for the scrape); ours waits for it."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from tracedpolicy import multiprocess
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    begun: Any = MmapedDict(str(tmp_path / f"counter_{os.getpid()}.db"))  # type: ignore[no-untyped-call]
+    name = "asyncio_loop_created"
+    begun.write_value(mmap_key(name, f"{name}_total", ["origin"], ["x"], "help"), 3.0, 0.0)
+    begun.close()
+    (tmp_path / "counter_4194304.db").touch()  # created by another process, nothing written yet
+    files = [str(path) for path in tmp_path.iterdir()]
+    with pytest.raises(Exception, match="unpack_from requires a buffer"):
+        MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]  # the race
+    scraped = generate_latest(multiprocess.registry_of_every_process()).decode()
+    assert 'asyncio_loop_created_total{origin="x"} 3.0' in scraped

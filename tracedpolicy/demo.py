@@ -341,13 +341,9 @@ def _main_with_workers(
 
 def workers_summary_line() -> str:
     """Totals over every process of the multi-process directory, as one scrape sees them."""
-    from prometheus_client import CollectorRegistry, multiprocess
-
     from tracedpolicy import multiprocess as tracedpolicy_multiprocess
 
-    tracedpolicy_multiprocess.mark_dead_processes()
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry = tracedpolicy_multiprocess.registry_of_every_process()
     totals: dict[str, float] = {}
     for family in registry.collect():
         for sample in family.samples:

@@ -22,6 +22,8 @@ the loop only weakly, so a loop's life and garbage collection are as they were.
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
 import os
 import sys
@@ -48,6 +50,9 @@ DELAY_SECONDS = (
 #: Utilization is the share of the last window of at least this many seconds of running.
 UTILIZATION_WINDOW = 1.0
 
+#: The clock of every health duration and instant (the finest monotonic one).
+CLOCK = time.perf_counter
+
 Labels = tuple[str, str, str]
 """(origin, creator, loop_class): the labels of every loop metric."""
 
@@ -73,18 +78,27 @@ class Totals:
     timed: bool = False
     """Some loop of this label set has a timed wait (so time and utilization mean something)."""
 
+    def reset(self) -> None:
+        """In a forked child: the parent's health is the parent's to report."""
+        self.delay = Histogram(DELAY_SECONDS)
+        self.active = self.idle = 0.0
+        self.blocked = 0
+
 
 class LoopHealth:
     """One watched loop. Its loop thread writes the timing fields; the watchdog reads them."""
 
-    def __init__(self, loop: Any, record: LoopRecord, totals: Totals) -> None:
-        self.ref = weakref.ref(loop)
+    def __init__(self, ref: weakref.ReferenceType[Any], record: LoopRecord, totals: Totals) -> None:
+        self.ref = ref
         self.record = record
         self.totals = totals
         self.running = False
         self.thread_id = 0
         self.due = 0.0
-        """When the probe is next due (``time.monotonic``)."""
+        """When the probe is next due (:data:`CLOCK`)."""
+        self.timed = False
+        """Its wait is timed (an asyncio selector or proactor loop)."""
+        self.wait_looked_at = False
         self.timer: Any = None
         self.run_started = 0.0
         self.ran = 0.0
@@ -106,16 +120,24 @@ class LoopHealth:
     # On the loop's own thread:
 
     def started(self, loop: Any) -> None:
-        now = time.monotonic()
+        if not self.wait_looked_at:
+            # At the first run, not when recorded: a constructor hook records the loop before
+            # its subclass's __init__ has made the selector.
+            self.wait_looked_at = True
+            self.timed = _time_the_wait(loop, self)
+            self.totals.timed = self.totals.timed or self.timed
+        now = CLOCK()
         self.thread_id = threading.get_ident()
         self.run_started = now
         self.window = (now, self.ran, self.idle)
         self.running = True
         self._schedule(loop, now)
+        _watched[id(loop)] = self  # again, if a forked child runs a loop of its parent's
+        _running[id(self)] = self
         _watchdog.wake()
 
     def stopped(self) -> None:
-        now = time.monotonic()
+        now = CLOCK()
         self.running = False
         self.ran += now - self.run_started
         timer, self.timer = self.timer, None
@@ -128,7 +150,7 @@ class LoopHealth:
         loop = self.ref()
         if loop is None or not self.running:
             return
-        now = time.monotonic()
+        now = CLOCK()
         delay = max(now - self.due, 0.0)
         self.totals.delay.observe(delay)
         for sink in _delay_sinks:
@@ -139,7 +161,7 @@ class LoopHealth:
         if self.held_since is not None:
             self.caught_up = now
         start, ran, idle = self.window
-        if now - start >= UTILIZATION_WINDOW and self.totals.timed:
+        if now - start >= UTILIZATION_WINDOW and self.timed:
             ran_now = self.ran + now - self.run_started
             span = ran_now - ran
             if span > 0:
@@ -153,12 +175,16 @@ class LoopHealth:
         self.timer = loop.call_later(_settings.resolution, self.tick)
 
 
-_lock = forksafe.lock()
+_lock = forksafe.rlock()  # a collection inside it may make or drop a loop, which comes here
 _enabled = False
 _settings = Settings()
 _totals: dict[Labels, Totals] = {}
 _watched: dict[int, LoopHealth] = {}
 """Every watched loop still alive, by ``id(loop)``."""
+_gone: collections.deque[int] = collections.deque()
+"""Keys of watched loops garbage-collected since the last look (from weakref callbacks)."""
+_running: dict[int, LoopHealth] = {}
+"""Loops that run, or ran while the watchdog found them held, for the watchdog."""
 _delay_sinks: list[Callable[[LoopRecord, float], None]] = []
 #: Frames of these are the loop's machinery, not what it runs.
 _MACHINERY = (*SKIPPED_PACKAGES, "selectors", "threading", "runpy", "contextvars")
@@ -181,6 +207,7 @@ def reset_for_tests() -> None:
     with _lock:
         _totals.clear()
         _watched.clear()
+        _running.clear()
 
 
 def enabled() -> bool:
@@ -207,16 +234,19 @@ def watch(record: LoopRecord, loop: Any) -> None:
         totals = _totals.get(labels)
         if totals is None:
             totals = _totals[labels] = Totals()
-        _forget_collected()
-    health = LoopHealth(loop, record, totals)
+    key = id(loop)
     try:
+        # The callback holds no LoopHealth: it would be a cycle with the weakref it owns.
+        health = LoopHealth(
+            weakref.ref(loop, functools.partial(_gone_callback, key)), record, totals
+        )
         _hook_run(loop, health)
-        totals.timed = _time_the_wait(loop, health) or totals.timed
     except Exception as failure:
         record_internal_error("health", failure)
         return
     with _lock:
-        _watched[id(loop)] = health
+        _forget_collected()  # a loop of this id that was collected is folded in first
+        _watched[key] = health
 
 
 def _hook_run(loop: Any, health: LoopHealth) -> None:
@@ -265,12 +295,23 @@ def _time_the_wait(loop: Any, health: LoopHealth) -> bool:
     return True
 
 
+def _gone_callback(key: int, ref: object) -> None:
+    """A watched loop was collected: only noted here (no lock may be taken in a GC callback)."""
+    _gone.append(key)
+
+
 def _forget_collected() -> None:
-    """Fold the time of loops gone into their totals (under ``_lock``)."""
-    for key, health in list(_watched.items()):
-        if health.ref() is None:
+    """Fold the time of loops collected since the last look into their totals (under ``_lock``)."""
+    while _gone:
+        try:
+            key = _gone.popleft()
+        except IndexError:  # another thread took it meanwhile
+            return
+        health = _watched.get(key)
+        if health is not None and health.ref() is None:
             del _watched[key]
-            active, idle = health.active_and_idle(time.monotonic())
+            _running.pop(id(health), None)
+            active, idle = health.active_and_idle(CLOCK())
             health.totals.active += active
             health.totals.idle += idle
 
@@ -292,11 +333,11 @@ def totals() -> dict[Labels, Totals]:
 
 def time_spent() -> Iterator[tuple[Labels, float, float]]:
     """(labels, active seconds, idle seconds) of each label set with a timed wait."""
-    now = time.monotonic()
+    now = CLOCK()
     sums = {labels: [t.active, t.idle] for labels, t in totals().items() if t.timed}
     for health in watched():
         labels = (health.record.origin, health.record.creator, health.record.loop_class)
-        if labels in sums:
+        if health.timed and labels in sums:
             active, idle = health.active_and_idle(now)
             sums[labels][0] += active
             sums[labels][1] += idle
@@ -423,13 +464,13 @@ class _Watchdog:
 
     def run(self) -> None:
         while True:
-            running = [h for h in watched() if h.running or h.held_since is not None]
-            if not running:
-                self.event.clear()
+            self.event.clear()  # before looking: a loop started after this wakes the next wait
+            loops = list(_running.values())
+            if not loops:
                 self.event.wait()
                 continue
             try:
-                self.look(running, time.monotonic())
+                self.look(loops, CLOCK())
             except Exception as failure:
                 record_internal_error("health", failure)
             time.sleep(max(min(_settings.threshold / 4, 0.05), 0.001))
@@ -437,7 +478,9 @@ class _Watchdog:
     def look(self, loops: list[LoopHealth], now: float) -> None:
         for health in loops:
             if health.held_since is None:
-                if health.running and now - health.due > _settings.threshold:
+                if not health.running:
+                    _running.pop(id(health), None)
+                elif _enabled and now - health.due > _settings.threshold:
                     self.held(health, now)
             elif health.caught_up is not None:
                 self.released(health)
@@ -484,7 +527,7 @@ class SpanMaker(Protocol):
         """Start a span for a loop held since ``health.held_since``; returns it."""
 
     def released(self, span: Any, caught_up: float) -> None:
-        """End ``span``: the loop ran again at ``caught_up`` (``time.monotonic``)."""
+        """End ``span``: the loop ran again at ``caught_up`` (:data:`CLOCK`)."""
 
 
 _watchdog = _Watchdog()
@@ -498,9 +541,14 @@ def set_span_maker(maker: SpanMaker | None) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """The parent's loops and watchdog are not this process's."""
+    """The parent's loops, health and watchdog are not this process's (a loop of the parent's
+    that runs here is watched again from then on)."""
     global _watchdog
     _watched.clear()
+    _running.clear()
+    _gone.clear()
+    for totals in _totals.values():
+        totals.reset()
     _watchdog = _Watchdog()
 
 

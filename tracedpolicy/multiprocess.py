@@ -165,6 +165,37 @@ def sync() -> None:
         record_internal_error("multiprocess", failure)
 
 
+class EveryProcess:
+    """prometheus_client's multi-process merge over the directory's files, skipping the files a
+    process has created but not yet begun (empty: prometheus_client's reader fails on them)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for name in glob.glob(os.path.join(self.path, "*.db")):
+            with contextlib.suppress(OSError):  # a dead process's live gauges, just removed
+                if os.path.getsize(name) > 0:
+                    files.append(name)
+        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+
+
+def registry_of_every_process() -> Any:
+    """A registry with every process's metrics, merged as one scrape shows them (a new one per
+    scrape, as prometheus_client's multi-process mode asks). Dead processes are marked first."""
+    from prometheus_client import CollectorRegistry
+
+    path = directory()
+    registry = CollectorRegistry()
+    if path is not None:
+        mark_dead_processes()
+        registry.register(EveryProcess(path))
+    return registry
+
+
 def mark_dead_processes() -> None:
     """Mark dead, as prometheus_client documents, every process whose live files remain.
 
@@ -183,7 +214,8 @@ def mark_dead_processes() -> None:
     }
     for pid in pids - {os.getpid()}:
         if not _alive(pid):
-            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+            with contextlib.suppress(FileNotFoundError):  # marked by another thread meanwhile
+                multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:

@@ -236,7 +236,7 @@ class HeldSpans:
     def held(self, watched: health.LoopHealth, seen: health.Sample | None) -> Any:
         if isinstance(getattr(self.tracer, "_tracer", self.tracer), trace.NoOpTracer):
             return None
-        record, since = watched.record, watched.held_since or time.monotonic()
+        record, since = watched.record, watched.held_since or health.CLOCK()
         creation = record.span_context
         span = self.tracer.start_span(
             "asyncio.eventloop.blocked",
@@ -264,9 +264,9 @@ class HeldSpans:
         span.end(end_time=_wall_ns(caught_up))
 
 
-def _wall_ns(monotonic: float) -> int:
-    """A ``time.monotonic()`` instant as span timestamps count (nanoseconds since the epoch)."""
-    return time.time_ns() - int((time.monotonic() - monotonic) * 1e9)
+def _wall_ns(instant: float) -> int:
+    """A :data:`health.CLOCK` instant as span timestamps count (nanoseconds since the epoch)."""
+    return time.time_ns() - int((health.CLOCK() - instant) * 1e9)
 
 
 _instruments: dict[metrics.MeterProvider | None, Instruments] = {}

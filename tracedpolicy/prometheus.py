@@ -121,12 +121,8 @@ def make_app(registry: CollectorRegistry) -> Callable[..., Any]:
 def _every_process(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
     """The metrics of every process of the multi-process directory, merged (a new registry for
     each scrape, as prometheus_client's multi-process mode asks)."""
-    from prometheus_client import multiprocess as prometheus_multiprocess
-
-    multiprocess.mark_dead_processes()
     multiprocess.sync()  # this process's own counts, as of now
-    registry = CollectorRegistry()
-    prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry = multiprocess.registry_of_every_process()
     return make_wsgi_app(registry)(environ, start_response)
 
 
