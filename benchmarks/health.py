@@ -94,7 +94,12 @@ def variants() -> dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop
                 return loopmon.create(loop, interval=0.01, callbacks=[])
 
             monitor = loop.run_until_complete(start())
-            return lambda: loop.run_until_complete(monitor.stop())
+
+            def finish() -> None:
+                loop.run_until_complete(monitor.stop())
+                loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop)))  # its sleep
+
+            return finish
 
         chosen["loopmon 10 ms"] = (asyncio.SelectorEventLoop, start_loopmon)
     except ImportError:
