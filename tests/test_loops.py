@@ -15,9 +15,11 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy import loops as loops_module
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.loops import REGISTRY, class_name
 
+from .collecting import InACycle, finishes_with_a_collection_at
 from .counts import leak_counts, loop_counts, recorder_named
 
 DefaultPolicy: Any = RUNNING.default_policy
@@ -451,3 +453,32 @@ def test_a_collected_loop_leaves_no_garbage_cycle_behind() -> None:
         for mode in ("bare", "traced")
     ]
     assert found == ["[]\n", "[]\n"]
+
+
+class FirstHookedLoop(asyncio.SelectorEventLoop):
+    """A loop class no close hook is on yet."""
+
+
+class AlsoFirstHookedLoop(asyncio.SelectorEventLoop):
+    """Another one, made by a ``__del__`` while the first is being hooked."""
+
+
+def test_a_collection_while_a_close_is_hooked_may_make_and_close_a_loop() -> None:
+    """A ``__del__`` run by a collection inside the hooking may make a loop (asyncio.run) and
+    close it: that hooks another class and releases hooks, under the same lock."""
+    label = "tests.loops.collect-in-hook"
+
+    def policy_of(loop_class: type) -> TracedEventLoopPolicy:
+        base = DefaultPolicy()
+        base._loop_factory = loop_class
+        return TracedEventLoopPolicy(base, label=label)
+
+    made: list[Any] = []
+    assert finishes_with_a_collection_at(
+        loops_module._hook_close,
+        'own = vars(cls).get("close", _MISSING)',
+        lambda: made.append(policy_of(FirstHookedLoop).new_event_loop()),
+        lambda: InACycle(lambda: policy_of(AlsoFirstHookedLoop).new_event_loop().close()),
+    )
+    made.pop().close()
+    assert counts(label) == {"loops.created": 2, "loops.closed": 2, "loops.open": 0}

@@ -14,9 +14,10 @@ import tracedpolicy
 from tracedpolicy import PolicyEvent, TracedEventLoopPolicy
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.errors import internal_errors
-from tracedpolicy.recorder import recorder_for
+from tracedpolicy.recorder import Recorder, recorder_for, recorders
 from tracedpolicy.stats import Counter
 
+from .collecting import InACycle, finishes_with_a_collection_at
 from .outcomes import in_thread
 
 DefaultPolicy: Any = RUNNING.default_policy
@@ -218,3 +219,16 @@ def test_a_thread_threading_does_not_know_gets_no_dummy_thread_from_us(
     _thread.start_new_thread(foreign, ())
     assert done.wait(30)
     assert found == [0]
+
+
+def test_a_collection_while_a_loop_class_is_first_counted_may_read_the_recorders() -> None:
+    """A ``__del__`` that closes a loop runs observers, which may read every count."""
+    recorder = recorder_for("tests.recorder.collect-in-lock")
+    read: list[int] = []
+    assert finishes_with_a_collection_at(
+        Recorder.loop_class_stats,
+        "self._loop_classes.setdefault(loop_class, LoopClassStats())",
+        lambda: recorder.loop_class_stats("tests.FirstSeen"),
+        lambda: InACycle(lambda: read.append(len(recorders()))),
+    )
+    assert read and "tests.FirstSeen" in recorder.loop_classes()

@@ -456,7 +456,9 @@ def _finalizer_codes() -> frozenset[Any]:
 
 _FINALIZERS = _finalizer_codes()
 _MISSING = object()
-_hook_lock = forksafe.lock()
+#: Reentrant: a collection during an allocation under it may run a ``__del__`` that closes or
+#: makes a loop, which takes it again in the same thread.
+_hook_lock = forksafe.rlock()
 #: Each hooked class: what its own ``close`` was (``_MISSING`` if inherited), and the hook.
 _close_hooks: dict[type, tuple[Any, Callable[[Any], None]]] = {}
 #: Hooks made while the whole-process mode was on, which it takes off when it ends...
@@ -524,7 +526,10 @@ def release_unused_close_hooks() -> None:
     }
     with _hook_lock:
         for cls in list(_hooks_to_release):
-            own, hook = _close_hooks[cls]
+            entry = _close_hooks.get(cls)
+            if cls not in _hooks_to_release or entry is None:
+                continue  # released meanwhile, by a collection's close in this very loop
+            own, hook = entry
             if hook in in_use:
                 continue
             _hooks_to_release.discard(cls)

@@ -108,7 +108,9 @@ _observers: tuple[Observer, ...] = ()
 #: tracedpolicy's own listeners (OpenTelemetry's histograms): every event, at once.
 _sinks: tuple[Observer, ...] = ()
 _span_hook: SpanHook | None = None
-_lock = forksafe.lock()
+#: Reentrant: a collection during an allocation under it may run a ``__del__`` that closes a
+#: loop, whose observers may read the recorders in the same thread.
+_lock = forksafe.rlock()
 
 
 def add_observer(observer: Observer) -> None:
