@@ -247,6 +247,18 @@ class Operation:
 
     def __enter__(self) -> Operation:
         thread_state.depth += 1
+        try:
+            self._start_span()
+            self.start_ns = time.time_ns()
+            self.start = time.perf_counter()
+        except BaseException:
+            # A Ctrl-C (or a hook's BaseException) here: no __exit__ will undo the depth.
+            thread_state.depth -= 1
+            self._end_span_unrecorded()
+            raise
+        return self
+
+    def _start_span(self) -> None:
         hook = _span_hook
         if hook is not None:
             try:
@@ -254,9 +266,15 @@ class Operation:
             except Exception as failure:
                 record_internal_error("tracer", failure)
                 self.handle = _NO_SPAN  # one failure per call is enough
-        self.start_ns = time.time_ns()
-        self.start = time.perf_counter()
-        return self
+
+    def _end_span_unrecorded(self) -> None:
+        """End a span started for a call that will not run: a started span must end."""
+        hook = _span_hook
+        if hook is not None and self.handle is not None and self.handle is not _NO_SPAN:
+            try:
+                hook.end(self.handle, None)
+            except Exception as failure:
+                record_internal_error("tracer", failure)
 
     def __exit__(
         self,
