@@ -482,3 +482,45 @@ def test_a_collection_while_a_close_is_hooked_may_make_and_close_a_loop() -> Non
     )
     made.pop().close()
     assert counts(label) == {"loops.created": 2, "loops.closed": 2, "loops.open": 0}
+
+
+class ClosesItsLoopInACycle:
+    """An owner in a reference cycle (a bound method kept on itself) that closes its loop in
+    ``__del__``: the collection clears the loop's weakref before it runs that ``__del__``.
+
+    The owner exists before its loop, so its ``__del__`` runs before asyncio's finaliser of the
+    loop, and bare asyncio sees a closed loop (no ResourceWarning).
+    """
+
+    def __init__(self, policy: Any) -> None:
+        self.loop = policy.new_event_loop()
+        self.on_done = self.finish
+
+    def finish(self) -> None:
+        pass
+
+    def __del__(self) -> None:
+        self.loop.close()
+
+
+def test_a_loop_closed_in_the_del_of_an_owner_in_a_cycle_is_closed_not_leaked() -> None:
+    label = "tests.loops.cyclic-owner"
+    ClosesItsLoopInACycle(TracedEventLoopPolicy(DefaultPolicy(), label=label))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert not [w for w in caught if "unclosed event loop" in str(w.message)]  # as bare
+    assert counts(label) == {"loops.created": 1, "loops.closed": 1, "loops.open": 0}
+    assert leaks(label)["gc_unclosed"] == 0
+
+
+def test_a_loop_in_a_cycle_left_unclosed_is_still_a_gc_leak() -> None:
+    label = "tests.loops.cyclic-unclosed"
+    loop = TracedEventLoopPolicy(DefaultPolicy(), label=label).new_event_loop()
+    loop.cycle = [loop]  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # asyncio's "unclosed event loop"
+        del loop
+        gc.collect()
+    assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
+    assert leaks(label)["gc_unclosed"] == 1

@@ -239,3 +239,32 @@ def test_a_wider_scoped_fixture_loop_is_reported_at_the_end_not_on_the_test(
             f"  *made at test_session.py:{line(SESSION_FIXTURE, 'SESSION')} in shared_loop, *",
         ]
     )
+
+
+CYCLIC_OWNER = """
+import asyncio
+
+
+class Client:
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.on_done = self.close_soon  # a bound method on itself: a reference cycle
+
+    def close_soon(self):
+        pass
+
+    def __del__(self):
+        self.loop.close()
+
+
+def test_client():
+    client = Client()
+    assert not client.loop.is_closed()
+"""
+
+
+def test_a_loop_closed_by_its_cyclic_owners_del_is_no_leak(pytester: pytest.Pytester) -> None:
+    """The collection clears the loop's weakref before it runs the owner's ``__del__``."""
+    pytester.makepyfile(test_cyclic_owner=CYCLIC_OWNER)
+    result = pytester.runpytest_subprocess("--loop-leaks=fail", "-W", "error::ResourceWarning")
+    result.assert_outcomes(passed=1)
