@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import warnings
@@ -232,3 +233,33 @@ def test_a_collection_while_a_loop_class_is_first_counted_may_read_the_recorders
         lambda: InACycle(lambda: read.append(len(recorders()))),
     )
     assert read and "tests.FirstSeen" in recorder.loop_classes()
+
+
+def test_leaks_an_observer_flushes_by_reading_the_counts_are_still_told() -> None:
+    """An observer that reads the counts on each close flushes the leaks a collection queued:
+    those are no calls of its own, and every observer must still hear of them."""
+    label = "tests.recorder.flushed-while-observing"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    told: list[tuple[str, str | None]] = []
+
+    def reads_the_counts(event: PolicyEvent) -> None:
+        if event.creator == label and event.kind == "loop_closed":
+            tracedpolicy.open_loops()
+
+    def listens(event: PolicyEvent) -> None:
+        if event.creator == label:
+            told.append((event.kind, event.result))
+
+    tracedpolicy.add_observer(reads_the_counts)
+    tracedpolicy.add_observer(listens)
+    try:
+        other = policy.new_event_loop()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            policy.new_event_loop()  # dropped unclosed: a leak the collection queues
+            gc.collect()
+        other.close()
+    finally:
+        tracedpolicy.remove_observer(reads_the_counts)
+        tracedpolicy.remove_observer(listens)
+    assert told[-2:] == [("loop_closed", None), ("loop_leaked", "gc_unclosed")]

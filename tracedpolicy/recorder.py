@@ -189,6 +189,8 @@ class _ThreadState(threading.local):
     deferred: list[PolicyEvent] | None = None
     #: Observers are running: calls they make are counted, but not told to them again.
     observing = False
+    #: Leaks of other loops that an observer's read flushed: told once observers are done.
+    leaks_seen_observing: list[PolicyEvent] | None = None
 
 
 thread_state = _ThreadState()
@@ -444,6 +446,9 @@ def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
             except Exception as failure:
                 record_internal_error("meter", failure)
     state = thread_state
+    if event is not None and state.observing and event.kind == LOOP_LEAKED and _observers:
+        _hold_leak(state, event)
+        return
     if event is None or not _observers or state.observing:
         _deliver_deferred(state)
         return
@@ -464,6 +469,13 @@ def _deliver_deferred(state: _ThreadState) -> None:
     _deliver(state, events)
 
 
+def _hold_leak(state: _ThreadState, event: PolicyEvent) -> None:
+    """A leak an observer's read flushed is no call of the observer's: keep it for them."""
+    if state.leaks_seen_observing is None:
+        state.leaks_seen_observing = []
+    state.leaks_seen_observing.append(event)
+
+
 def _deliver(state: _ThreadState, events: Iterable[PolicyEvent]) -> None:
     state.observing = True
     try:
@@ -475,6 +487,10 @@ def _deliver(state: _ThreadState, events: Iterable[PolicyEvent]) -> None:
                     record_internal_error("observer", failure)
     finally:
         state.observing = False
+    held = state.leaks_seen_observing
+    if held:
+        state.leaks_seen_observing = None
+        _deliver(state, held)
 
 
 #: The call counts of a policy, in the order snapshots list them.
