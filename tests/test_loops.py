@@ -524,3 +524,23 @@ def test_a_loop_in_a_cycle_left_unclosed_is_still_a_gc_leak() -> None:
         gc.collect()
     assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
     assert leaks(label)["gc_unclosed"] == 1
+
+
+class HookedTwiceLoop(asyncio.SelectorEventLoop):
+    """A loop class only the whole-process mode hooks, in two periods of it."""
+
+
+def test_a_close_hook_reused_by_a_second_mode_period_is_taken_off_after_it() -> None:
+    """instrument, a loop, uninstrument (the loop still open: the hook waits), instrument, a
+    second loop of the class, uninstrument, both closed: ``close`` is the class's own again."""
+    own = vars(HookedTwiceLoop).get("close")
+    made = []
+    for _ in range(2):
+        tracedpolicy.instrument()
+        made.append(HookedTwiceLoop())
+        tracedpolicy.uninstrument()
+    assert vars(HookedTwiceLoop).get("close") is not own  # open loops still need the hook
+    for loop in made:
+        loop.close()
+    assert vars(HookedTwiceLoop).get("close") is own
+    assert HookedTwiceLoop not in loops_module._close_hooks

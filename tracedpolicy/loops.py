@@ -511,7 +511,12 @@ def _hook_close(loop: Loop) -> bool:
         return False
     cls = type(loop)
     with _hook_lock:
-        _hooks_to_release.discard(cls)
+        if cls in _hooks_to_release:
+            # A hook of an earlier mode, waiting for its last loop: in use again, and the
+            # mode's to take off again if the mode is back on.
+            _hooks_to_release.discard(cls)
+            if _mode_on:
+                _hooks_of_the_mode.add(cls)
         if cls in _close_hooks:
             return True
         original: Callable[[Any], None] = cls.close
