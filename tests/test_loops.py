@@ -544,3 +544,24 @@ def test_a_close_hook_reused_by_a_second_mode_period_is_taken_off_after_it() -> 
         loop.close()
     assert vars(HookedTwiceLoop).get("close") is own
     assert HookedTwiceLoop not in loops_module._close_hooks
+
+
+LOOP_SET_AT_EXIT = """
+import tracedpolicy
+from tracedpolicy._compat import RUNNING
+tracedpolicy.install()
+policy = RUNNING.get_policy()
+policy.set_event_loop(policy.new_event_loop())
+print("done")
+"""
+
+
+def test_a_process_exiting_with_a_loop_set_on_its_main_thread_exits_cleanly() -> None:
+    """The registry's gc callback is gone before the interpreter's last collections."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", LOOP_SET_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr

@@ -17,7 +17,9 @@ which thread, which threads it is set on, and how it ended:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
+import contextlib
 import functools
 import gc
 import inspect
@@ -583,6 +585,16 @@ def release_unused_close_hooks() -> None:
 #: The process's registry: every traced policy and loop factory records here.
 REGISTRY = LoopRegistry()
 
+
+def _stop_watching_collections() -> None:
+    """At exit, before the interpreter tears down: CPython 3.14 was seen to crash in its final
+    collections with this callback still in ``gc.callbacks`` (a loop still set on the main
+    thread)."""
+    with contextlib.suppress(ValueError):
+        gc.callbacks.remove(REGISTRY.collection_phase)
+
+
 gc.callbacks.append(REGISTRY.collection_phase)
+atexit.register(_stop_watching_collections)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=REGISTRY.after_fork_in_child)
