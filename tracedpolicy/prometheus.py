@@ -8,12 +8,14 @@ policies exist; the ``policy`` label tells them apart.
 from __future__ import annotations
 
 import contextlib
+import glob
 import ipaddress
 import logging
+import os
 import socket
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -125,8 +127,35 @@ def _every_process(environ: dict[str, Any], start_response: Callable[..., Any]) 
     multiprocess.mark_dead_processes()
     multiprocess.sync()  # this process's own counts, as of now
     registry = CollectorRegistry()
-    prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(_WrittenFiles(prometheus_multiprocess.MultiProcessCollector))
     return make_wsgi_app(registry)(environ, start_response)
+
+
+class _WrittenFiles(Collector):
+    """prometheus_client's multi-process merge, of the files that have their header.
+
+    A worker creating its file leaves it empty for a moment (prometheus_client opens it, then
+    sizes it); merging that file would fail the whole scrape. It holds no value yet.
+    """
+
+    def __init__(self, merger: Any) -> None:
+        self._merger = merger
+
+    def collect(self) -> Iterable[Metric]:
+        path = multiprocess.directory()
+        if path is None:
+            return []
+        files = [name for name in glob.glob(os.path.join(path, "*.db")) if _written(name)]
+        merged: Iterable[Metric] = self._merger.merge(files, accumulate=True)
+        return merged
+
+
+def _written(name: str) -> bool:
+    """Whether a multi-process file has at least its 8-byte header (it is not being made)."""
+    try:
+        return os.path.getsize(name) >= 8
+    except OSError:  # removed meanwhile (a dead process's live gauges)
+        return False
 
 
 def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
