@@ -22,6 +22,7 @@ import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy, errors
 from tracedpolicy._compat import RUNNING
 
+from .collecting import InACycle, finishes_with_a_collection_at
 from .conftest import Telemetry, restore_exporters
 from .outcomes import in_thread, observe
 
@@ -220,3 +221,19 @@ def test_a_failing_tracer_provider_fails_alone_and_is_counted_as_a_tracer(
     assert errors.internal_errors() == {"tracer": 1}
     created = telemetry.points("asyncio.loop.created", label)
     assert list(created.values()) == [1]  # the meter provider was configured all the same
+
+
+def test_a_collection_while_counting_a_failure_may_count_another() -> None:
+    """A ``__del__`` run by a collection inside the count may fail through tracedpolicy too."""
+    before = errors.internal_errors()
+    assert finishes_with_a_collection_at(
+        errors.record_internal_error,
+        "_counters.setdefault(kind, Counter())",
+        lambda: errors.record_internal_error("tests.outer", RuntimeError("outer")),
+        lambda: InACycle(
+            lambda: errors.record_internal_error("tests.inner", RuntimeError("inner"))
+        ),
+    )
+    after = errors.internal_errors()
+    for kind in ("tests.outer", "tests.inner"):
+        assert after[kind] == before.get(kind, 0) + 1

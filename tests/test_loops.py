@@ -15,9 +15,11 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy import loops as loops_module
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.loops import REGISTRY, class_name
 
+from .collecting import InACycle, finishes_with_a_collection_at
 from .counts import leak_counts, loop_counts, recorder_named
 
 DefaultPolicy: Any = RUNNING.default_policy
@@ -451,3 +453,115 @@ def test_a_collected_loop_leaves_no_garbage_cycle_behind() -> None:
         for mode in ("bare", "traced")
     ]
     assert found == ["[]\n", "[]\n"]
+
+
+class FirstHookedLoop(asyncio.SelectorEventLoop):
+    """A loop class no close hook is on yet."""
+
+
+class AlsoFirstHookedLoop(asyncio.SelectorEventLoop):
+    """Another one, made by a ``__del__`` while the first is being hooked."""
+
+
+def test_a_collection_while_a_close_is_hooked_may_make_and_close_a_loop() -> None:
+    """A ``__del__`` run by a collection inside the hooking may make a loop (asyncio.run) and
+    close it: that hooks another class and releases hooks, under the same lock."""
+    label = "tests.loops.collect-in-hook"
+
+    def policy_of(loop_class: type) -> TracedEventLoopPolicy:
+        base = DefaultPolicy()
+        base._loop_factory = loop_class
+        return TracedEventLoopPolicy(base, label=label)
+
+    made: list[Any] = []
+    assert finishes_with_a_collection_at(
+        loops_module._hook_close,
+        'own = vars(cls).get("close", _MISSING)',
+        lambda: made.append(policy_of(FirstHookedLoop).new_event_loop()),
+        lambda: InACycle(lambda: policy_of(AlsoFirstHookedLoop).new_event_loop().close()),
+    )
+    made.pop().close()
+    assert counts(label) == {"loops.created": 2, "loops.closed": 2, "loops.open": 0}
+
+
+class ClosesItsLoopInACycle:
+    """An owner in a reference cycle (a bound method kept on itself) that closes its loop in
+    ``__del__``: the collection clears the loop's weakref before it runs that ``__del__``.
+
+    The owner exists before its loop, so its ``__del__`` runs before asyncio's finaliser of the
+    loop, and bare asyncio sees a closed loop (no ResourceWarning).
+    """
+
+    def __init__(self, policy: Any) -> None:
+        self.loop = policy.new_event_loop()
+        self.on_done = self.finish
+
+    def finish(self) -> None:
+        pass
+
+    def __del__(self) -> None:
+        self.loop.close()
+
+
+def test_a_loop_closed_in_the_del_of_an_owner_in_a_cycle_is_closed_not_leaked() -> None:
+    label = "tests.loops.cyclic-owner"
+    ClosesItsLoopInACycle(TracedEventLoopPolicy(DefaultPolicy(), label=label))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert not [w for w in caught if "unclosed event loop" in str(w.message)]  # as bare
+    assert counts(label) == {"loops.created": 1, "loops.closed": 1, "loops.open": 0}
+    assert leaks(label)["gc_unclosed"] == 0
+
+
+def test_a_loop_in_a_cycle_left_unclosed_is_still_a_gc_leak() -> None:
+    label = "tests.loops.cyclic-unclosed"
+    loop = TracedEventLoopPolicy(DefaultPolicy(), label=label).new_event_loop()
+    loop.cycle = [loop]  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # asyncio's "unclosed event loop"
+        del loop
+        gc.collect()
+    assert counts(label) == {"loops.created": 1, "loops.closed": 0, "loops.open": 0}
+    assert leaks(label)["gc_unclosed"] == 1
+
+
+class HookedTwiceLoop(asyncio.SelectorEventLoop):
+    """A loop class only the whole-process mode hooks, in two periods of it."""
+
+
+def test_a_close_hook_reused_by_a_second_mode_period_is_taken_off_after_it() -> None:
+    """instrument, a loop, uninstrument (the loop still open: the hook waits), instrument, a
+    second loop of the class, uninstrument, both closed: ``close`` is the class's own again."""
+    own = vars(HookedTwiceLoop).get("close")
+    made = []
+    for _ in range(2):
+        tracedpolicy.instrument()
+        made.append(HookedTwiceLoop())
+        tracedpolicy.uninstrument()
+    assert vars(HookedTwiceLoop).get("close") is not own  # open loops still need the hook
+    for loop in made:
+        loop.close()
+    assert vars(HookedTwiceLoop).get("close") is own
+    assert HookedTwiceLoop not in loops_module._close_hooks
+
+
+LOOP_SET_AT_EXIT = """
+import tracedpolicy
+from tracedpolicy._compat import RUNNING
+tracedpolicy.install()
+policy = RUNNING.get_policy()
+policy.set_event_loop(policy.new_event_loop())
+print("done")
+"""
+
+
+def test_a_process_exiting_with_a_loop_set_on_its_main_thread_exits_cleanly() -> None:
+    """The registry's gc callback is gone before the interpreter's last collections."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", LOOP_SET_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr

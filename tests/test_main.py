@@ -211,3 +211,22 @@ def test_run_reaches_the_python_processes_the_program_starts(tmp_path: Path) -> 
     done = run(str(script))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(True, 1)"
+
+
+def test_the_launcher_imports_nothing_from_the_working_directory(tmp_path: Path) -> None:
+    """``python -m`` puts the working directory first on sys.path; the launcher drops it."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.py").write_text("print('program ran')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    for shadow in ("logging", "typing", "argparse"):
+        (work / f"{shadow}.py").write_text(f"print('!! {shadow}.py of the working directory')\n")
+    outputs = []
+    for command in (
+        [sys.executable, "../app/app.py"],
+        [sys.executable, "-m", "tracedpolicy", "run", "../app/app.py"],
+    ):
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=60)
+        outputs.append((done.returncode, done.stdout, done.stderr))
+    assert outputs[0] == outputs[1] == (0, "program ran\n", "")

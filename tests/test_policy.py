@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from typing import Any, Callable
 
@@ -427,3 +429,63 @@ def test_pickling_the_wrapper_fails_as_pickling_the_bare_policy_does() -> None:
         for p in (DefaultPolicy(), TracedEventLoopPolicy())
     ]
     assert outcomes[0] == outcomes[1] and outcomes[0].error is not None
+
+
+class OwnGetPolicy(DefaultPolicy):  # type: ignore[misc]
+    """An application's policy with its own ``get_event_loop``."""
+
+    def get_event_loop(self) -> Any:
+        return super().get_event_loop()
+
+
+def test_a_call_in_flight_when_the_mode_gives_the_class_back_acts_as_the_bare_one() -> None:
+    """Thread B is paused between ``parent()``'s isinstance check and its ``super()`` while
+    ``uninstrument()`` gives the policy its class back: B's call still gets B's loop."""
+    from tracedpolicy import policy as policy_module
+
+    assert RUNNING.set_policy is not None and RUNNING.get_policy is not None
+    RUNNING.set_policy(OwnGetPolicy())
+    tracedpolicy.instrument()
+    policy = RUNNING.get_policy()
+    reached, resume = threading.Event(), threading.Event()
+    target = next(
+        number
+        for number, text in enumerate(inspect.getsource(policy_module).splitlines(), 1)
+        if "return super(cast(Any, subclass), self)" in text
+    )
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code.co_name != "parent" or frame.f_globals is not vars(policy_module):
+            return None
+        if event == "line" and frame.f_lineno == target:
+            sys.settrace(None)
+            reached.set()
+            resume.wait(10)
+        return tracer
+
+    got: list[Any] = []
+
+    def worker() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            policy.set_event_loop(loop)
+            sys.settrace(tracer)
+            try:
+                got.append(policy.get_event_loop() is loop)
+            except Exception as error:
+                got.append(error)
+            finally:
+                sys.settrace(None)
+                policy.set_event_loop(None)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert reached.wait(10)
+        tracedpolicy.uninstrument()
+    finally:
+        resume.set()
+        thread.join(10)
+    assert got == [True]

@@ -10,6 +10,7 @@ import threading
 import urllib.request
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,3 +251,22 @@ def test_otel_names_map_to_ours_under_opentelemetrys_own_prometheus_exporter(
                 assert theirs.get(key) == label_sets, key
     finally:
         meter_provider.shutdown()  # the reader takes its collector out of REGISTRY
+
+
+def test_a_worker_file_still_being_made_does_not_fail_the_merged_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prometheus_client creates a worker's file empty, then sizes it: a scrape in between."""
+    from wsgiref.util import setup_testing_defaults
+
+    from tracedpolicy.prometheus import make_app
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_4242.db").write_bytes(b"")
+    environ: dict[str, Any] = {"PATH_INFO": "/metrics"}
+    setup_testing_defaults(environ)
+    statuses: list[str] = []
+    body = b"".join(
+        make_app(CollectorRegistry())(environ, lambda status, *_: statuses.append(status))
+    )
+    assert statuses == ["200 OK"] and b"Traceback" not in body

@@ -239,3 +239,68 @@ def test_a_wider_scoped_fixture_loop_is_reported_at_the_end_not_on_the_test(
             f"  *made at test_session.py:{line(SESSION_FIXTURE, 'SESSION')} in shared_loop, *",
         ]
     )
+
+
+CYCLIC_OWNER = """
+import asyncio
+
+
+class Client:
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.on_done = self.close_soon  # a bound method on itself: a reference cycle
+
+    def close_soon(self):
+        pass
+
+    def __del__(self):
+        self.loop.close()
+
+
+def test_client():
+    client = Client()
+    assert not client.loop.is_closed()
+"""
+
+
+def test_a_loop_closed_by_its_cyclic_owners_del_is_no_leak(pytester: pytest.Pytester) -> None:
+    """The collection clears the loop's weakref before it runs the owner's ``__del__``."""
+    pytester.makepyfile(test_cyclic_owner=CYCLIC_OWNER)
+    result = pytester.runpytest_subprocess("--loop-leaks=fail", "-W", "error::ResourceWarning")
+    result.assert_outcomes(passed=1)
+
+
+LOGS_OPEN_AFTER_CLOSE = """
+import tracedpolicy
+
+
+def log_open_after_close(event):
+    if event.kind == "loop_closed":
+        print("open loops:", len(tracedpolicy.open_loops()))
+
+
+tracedpolicy.add_observer(log_open_after_close)
+"""
+
+LEAK_THEN_CLOSE = """
+import asyncio
+import gc
+
+
+def test_leaks_then_closes_another():
+    other = asyncio.new_event_loop()
+    asyncio.new_event_loop()  # dropped unclosed
+    gc.collect()
+    other.close()
+"""
+
+
+def test_a_leak_a_projects_observer_flushes_still_fails_the_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """The project's observer reads the counts on each close, flushing the queued leak."""
+    pytester.makeconftest(LOGS_OPEN_AFTER_CLOSE)
+    pytester.makepyfile(test_leaks=LEAK_THEN_CLOSE)
+    result = pytester.runpytest_subprocess("--loop-leaks=fail", "-W", "ignore::ResourceWarning")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*leaked: gc_unclosed*"])

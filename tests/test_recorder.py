@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import warnings
@@ -14,9 +15,10 @@ import tracedpolicy
 from tracedpolicy import PolicyEvent, TracedEventLoopPolicy
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.errors import internal_errors
-from tracedpolicy.recorder import recorder_for
+from tracedpolicy.recorder import Recorder, recorder_for, recorders
 from tracedpolicy.stats import Counter
 
+from .collecting import InACycle, finishes_with_a_collection_at
 from .outcomes import in_thread
 
 DefaultPolicy: Any = RUNNING.default_policy
@@ -218,3 +220,46 @@ def test_a_thread_threading_does_not_know_gets_no_dummy_thread_from_us(
     _thread.start_new_thread(foreign, ())
     assert done.wait(30)
     assert found == [0]
+
+
+def test_a_collection_while_a_loop_class_is_first_counted_may_read_the_recorders() -> None:
+    """A ``__del__`` that closes a loop runs observers, which may read every count."""
+    recorder = recorder_for("tests.recorder.collect-in-lock")
+    read: list[int] = []
+    assert finishes_with_a_collection_at(
+        Recorder.loop_class_stats,
+        "self._loop_classes.setdefault(loop_class, LoopClassStats())",
+        lambda: recorder.loop_class_stats("tests.FirstSeen"),
+        lambda: InACycle(lambda: read.append(len(recorders()))),
+    )
+    assert read and "tests.FirstSeen" in recorder.loop_classes()
+
+
+def test_leaks_an_observer_flushes_by_reading_the_counts_are_still_told() -> None:
+    """An observer that reads the counts on each close flushes the leaks a collection queued:
+    those are no calls of its own, and every observer must still hear of them."""
+    label = "tests.recorder.flushed-while-observing"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    told: list[tuple[str, str | None]] = []
+
+    def reads_the_counts(event: PolicyEvent) -> None:
+        if event.creator == label and event.kind == "loop_closed":
+            tracedpolicy.open_loops()
+
+    def listens(event: PolicyEvent) -> None:
+        if event.creator == label:
+            told.append((event.kind, event.result))
+
+    tracedpolicy.add_observer(reads_the_counts)
+    tracedpolicy.add_observer(listens)
+    try:
+        other = policy.new_event_loop()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            policy.new_event_loop()  # dropped unclosed: a leak the collection queues
+            gc.collect()
+        other.close()
+    finally:
+        tracedpolicy.remove_observer(reads_the_counts)
+        tracedpolicy.remove_observer(listens)
+    assert told[-2:] == [("loop_closed", None), ("loop_leaked", "gc_unclosed")]

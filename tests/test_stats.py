@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from tracedpolicy.stats import CREATION_SECONDS, LIFETIME_SECONDS, Counter, Histogram
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy._compat import RUNNING
+from tracedpolicy.stats import (
+    CREATION_SECONDS,
+    LIFETIME_SECONDS,
+    Counter,
+    Histogram,
+    HistogramSnapshot,
+)
+
+from .collecting import InACycle, finishes_with_a_collection_at
+from .counts import recorder_named
+
+DefaultPolicy: Any = RUNNING.default_policy
 
 
 def test_a_counter_is_exact_across_threads() -> None:
@@ -43,3 +57,49 @@ def test_the_buckets_fit_their_ranges() -> None:
     assert LIFETIME_SECONDS[0] == 0.001 and LIFETIME_SECONDS[-1] == 7 * 86400  # 1 ms to 7 days
     for bounds in (CREATION_SECONDS, LIFETIME_SECONDS):
         assert list(bounds) == sorted(set(bounds))
+
+
+def test_a_collection_during_a_snapshot_may_observe_into_the_same_histogram() -> None:
+    """A ``__del__`` that closes a loop observes its lifetime; a collection started by the
+    snapshot's own allocation runs that ``__del__`` while the snapshot holds the lock."""
+    histogram = Histogram((1.0,))
+    histogram.observe(0.5)
+    seen: list[HistogramSnapshot] = []
+    assert finishes_with_a_collection_at(
+        Histogram.snapshot,
+        "list(self._bucket_counts)",
+        lambda: seen.append(histogram.snapshot()),
+        lambda: InACycle(lambda: histogram.observe(2.0)),
+    )
+    assert seen[0].total in (1, 2)  # the observation made during the snapshot may be in it
+    assert histogram.snapshot().total == 2
+
+
+class ClosesItsLoopInACycle:
+    """An owner that closes its loop in ``__del__``, freed only by a collection; the loop stays
+    reachable (its policy's current loop), so its close is a close, not a leak."""
+
+    def __init__(self, policy: TracedEventLoopPolicy) -> None:
+        self.loop = policy.new_event_loop()
+        policy.set_event_loop(self.loop)
+        self.me = self
+
+    def __del__(self) -> None:
+        self.loop.close()
+
+
+def test_a_scrape_survives_a_collection_that_closes_a_loop_of_the_same_histogram() -> None:
+    label = "tests.stats.scrape-collects"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    policy.new_event_loop().close()  # the lifetime histogram exists
+    [stats] = recorder_named(label).loop_classes().values()
+    try:
+        assert finishes_with_a_collection_at(
+            Histogram.snapshot,
+            "list(self._bucket_counts)",
+            stats.lifetime_seconds.snapshot,
+            lambda: ClosesItsLoopInACycle(policy),
+        )
+        assert stats.closed.value == 2
+    finally:
+        policy.set_event_loop(None)

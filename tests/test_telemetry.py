@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tracedpolicy import TracedEventLoopPolicy, recorder, telemetry
 from tracedpolicy._compat import RUNNING
 from tracedpolicy.options import Options
 
-from .conftest import Telemetry
+from .conftest import Telemetry, restore_exporters
 
 DefaultPolicy: Any = RUNNING.default_policy
 
@@ -70,3 +71,28 @@ def test_a_later_call_changes_only_the_process_options_it_passes(telemetry: Tele
 
 def telemetry_module_server() -> Any:
     return telemetry.metrics_server()
+
+
+@pytest.mark.parametrize("order", ["address first", "port first"])
+def test_an_address_alone_starts_no_server_and_a_port_binds_its_own_calls_address(
+    order: str,
+) -> None:
+    """A library's ``metrics_addr`` (no port) and the application's ``metrics_port=0`` (no
+    address): one server, on the default loopback address, whichever call comes first."""
+    from tracedpolicy.prometheus import _servers, shutdown_servers
+
+    library: dict[str, Any] = {"metrics_addr": "127.0.0.2"}  # not the default; still loopback
+    application: dict[str, Any] = {"metrics_port": 0}
+    calls = [library, application] if order == "address first" else [application, library]
+    shutdown_servers()
+    telemetry.reset_for_tests()
+    try:
+        for given in calls:
+            telemetry.configure(Options.parse("tests", given), given)
+        server = telemetry.metrics_server()
+        assert server is not None and server.server_address[0] == "127.0.0.1"
+        assert len({id(running) for running in _servers.values()}) == 1
+    finally:
+        shutdown_servers()
+        telemetry.reset_for_tests()
+        restore_exporters()

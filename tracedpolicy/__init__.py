@@ -1,3 +1,4 @@
+# ruff: noqa: E402 (the working directory leaves sys.path before the imports, under python -m)
 """tracedpolicy: observable asyncio event loop policies.
 
 Wrap the process-wide policy, whatever it is, and every loop creation, ``set_event_loop`` and
@@ -20,6 +21,10 @@ pytest loads its plugin, which pytest would otherwise warn about.)
 """
 
 from __future__ import annotations
+
+from tracedpolicy import _launcher
+
+_launcher.forget_the_working_directory()  # first: before any import a working dir could shadow
 
 from typing import Any
 

@@ -46,7 +46,17 @@ def run_program(target: str, arguments: list[str], as_module: bool) -> int:
 
     The program replaces this process (see :mod:`tracedpolicy.bootstrap`): a script that does
     not exist, or a module that cannot be found, gets python's own message and exit code.
+    Under a flag that keeps the bootstrap from starting, it refuses (2) rather than run the
+    program untraced.
     """
+    flag = bootstrap.unstartable_under()
+    if flag is not None:
+        print(
+            f"tracedpolicy run: cannot trace under python {flag} (it hides PYTHONPATH or"
+            " sitecustomize, which the bootstrap needs): run it without that flag",
+            file=sys.stderr,
+        )
+        return 2
     bootstrap.run(target, arguments, as_module)
 
 

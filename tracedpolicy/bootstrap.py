@@ -9,11 +9,12 @@ it starts is traced as well. On POSIX the program replaces ``run`` (same pid, sa
 The process ``run`` started serves the metrics (``TRACEDPOLICY_METRICS_PORT``) and prints the
 tally at exit; processes it starts in turn trace their own loops without serving, so nobody
 fights over the port. ``python -E``, ``-I`` or ``-S`` ignore ``PYTHONPATH`` or ``site``: there
-the mode cannot start.
+the mode cannot start, so ``run`` refuses them (:func:`unstartable_under`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -78,7 +79,41 @@ def run(target: str, arguments: list[str], as_module: bool) -> NoReturn:
     sys.exit(subprocess.call(command, env=env))
 
 
+def unstartable_under() -> str | None:
+    """The flag this interpreter runs with that keeps the bootstrap from starting, if any.
+
+    The program would run untraced without a word: ``-E`` and ``-I`` ignore ``PYTHONPATH``
+    (where the bootstrap's ``sitecustomize`` is), ``-S`` imports no ``sitecustomize``.
+    """
+    if sys.flags.isolated:
+        return "-I"
+    if sys.flags.ignore_environment:
+        return "-E"
+    if sys.flags.no_site:
+        return "-S"
+    return None
+
+
 def _interpreter_flags() -> list[str]:
-    """The flags this interpreter runs with (-W, -X, -O, ...), for the program's."""
+    """The flags this interpreter runs with (-W, -X, -O, -u, -i, ...), for the program's.
+
+    subprocess's list leaves out what ``sys.flags`` does not show. ``-x`` cannot be seen at
+    all; it only skips the first line of the launcher's own source, so it is not passed on.
+    """
     flags: Any = getattr(subprocess, "_args_from_interpreter_flags", None)
-    return list(flags()) if callable(flags) else []
+    found = list(flags()) if callable(flags) else []
+    if _unbuffered():
+        found.append("-u")
+    if sys.flags.inspect:  # -i, or PYTHONINSPECT (which the program inherits anyway)
+        found.append("-i")
+    return found
+
+
+def _unbuffered() -> bool:
+    """Whether this interpreter runs with ``-u`` (or ``PYTHONUNBUFFERED``, inherited anyway).
+
+    ``sys.flags`` does not say; but only then are the standard streams written straight to
+    their raw file: their binary layer is an ``io.FileIO``, not a buffered writer.
+    """
+    streams = (sys.__stdout__, sys.__stderr__)
+    return any(isinstance(getattr(s, "buffer", None), io.FileIO) for s in streams)

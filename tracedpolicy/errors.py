@@ -13,7 +13,9 @@ from tracedpolicy.stats import Counter
 
 logger = logging.getLogger("tracedpolicy")
 
-_lock = forksafe.lock()
+#: Reentrant: a collection during an allocation under it may run a ``__del__`` whose own
+#: failure is recorded in the same thread.
+_lock = forksafe.rlock()
 _counters: dict[str, Counter] = {}
 _logged_kinds: set[str] = set()
 

@@ -17,8 +17,11 @@ which thread, which threads it is set on, and how it ended:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
+import contextlib
 import functools
+import gc
 import inspect
 import itertools
 import os
@@ -229,6 +232,10 @@ class LoopRegistry:
         self._threads = _ThreadLoops()
         #: Leaks seen where no Python work may run (a dying thread, a GC callback), for flush().
         self._pending: collections.deque[tuple[LoopRecord, str]] = collections.deque()
+        #: Open loops whose weakref the running collection cleared, by id: the collection
+        #: calls ``__del__`` methods after that, and an owner's may still close the loop.
+        self._dying: dict[int, LoopRecord] = {}
+        self._collecting = False
         #: How many frames above the creation site to keep (0: the site only).
         self.stack_depth = 0
         self.closed_listeners: list[Callable[[LoopRecord, float], None]] = []
@@ -359,8 +366,31 @@ class LoopRegistry:
     def closed(self, loop: Loop) -> None:
         """``loop.close()`` returned: mark its record closed, if it has one."""
         record = self._records.get(id(loop))
-        if record is not None and record.tracked and record._ref is not None:
+        if record is not None and record.tracked and record.loop is loop:
             self._closed(record, loop)
+            return
+        if self._dying:
+            self._closed_while_dying(loop)
+
+    def _closed_while_dying(self, loop: Loop) -> None:
+        """A close from a ``__del__`` the collection runs after clearing the loop's weakref
+        (an owner in a reference cycle): a close, not the leak already queued."""
+        record = self._dying.pop(id(loop), None)
+        if record is not None and record.loop_class == class_name(type(loop)):
+            self._closed(record, loop)
+
+    def abandoned(self, loop: Loop) -> None:
+        """asyncio's finaliser closed ``loop``: a later close by an owner's ``__del__`` in the
+        same collection comes too late to count."""
+        if self._dying:
+            self._dying.pop(id(loop), None)
+
+    def collection_phase(self, phase: str, info: dict[str, int]) -> None:
+        """A ``gc.callbacks`` entry: ids of dying loops mean something only during the
+        collection that cleared them (afterwards the memory, and the id, may be reused)."""
+        self._collecting = phase == "start"
+        if self._dying:
+            self._dying.clear()
 
     def leak_open_at_exit(self) -> list[LoopRecord]:
         """Count every loop still open as leaked ``open_at_exit``; return them."""
@@ -376,6 +406,7 @@ class LoopRegistry:
         re-made by :mod:`tracedpolicy.forksafe`, whose handler runs first.)
         """
         self._pending.clear()
+        self._dying.clear()
         self._threads = _ThreadLoops()
         for record in self.records():
             record.inherited = True
@@ -408,6 +439,8 @@ class LoopRegistry:
                 return
             del self._records[key]
         if record.counts_as_open:
+            if self._collecting:
+                self._dying[key] = record
             ended = any(not _thread_alive(ident) for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
@@ -462,7 +495,9 @@ def _finalizer_codes() -> frozenset[Any]:
 
 _FINALIZERS = _finalizer_codes()
 _MISSING = object()
-_hook_lock = forksafe.lock()
+#: Reentrant: a collection during an allocation under it may run a ``__del__`` that closes or
+#: makes a loop, which takes it again in the same thread.
+_hook_lock = forksafe.rlock()
 #: Each hooked class: what its own ``close`` was (``_MISSING`` if inherited), and the hook.
 _close_hooks: dict[type, tuple[Any, Callable[[Any], None]]] = {}
 #: Hooks made while the whole-process mode was on, which it takes off when it ends...
@@ -484,7 +519,12 @@ def _hook_close(loop: Loop) -> bool:
         return False
     cls = type(loop)
     with _hook_lock:
-        _hooks_to_release.discard(cls)
+        if cls in _hooks_to_release:
+            # A hook of an earlier mode, waiting for its last loop: in use again, and the
+            # mode's to take off again if the mode is back on.
+            _hooks_to_release.discard(cls)
+            if _mode_on:
+                _hooks_of_the_mode.add(cls)
         if cls in _close_hooks:
             return True
         original: Callable[[Any], None] = cls.close
@@ -494,6 +534,8 @@ def _hook_close(loop: Loop) -> bool:
             original(self)
             if sys._getframe(1).f_code not in _FINALIZERS:
                 REGISTRY.closed(self)
+            else:
+                REGISTRY.abandoned(self)
 
         own = vars(cls).get("close", _MISSING)
         try:
@@ -530,7 +572,10 @@ def release_unused_close_hooks() -> None:
     }
     with _hook_lock:
         for cls in list(_hooks_to_release):
-            own, hook = _close_hooks[cls]
+            entry = _close_hooks.get(cls)
+            if cls not in _hooks_to_release or entry is None:
+                continue  # released meanwhile, by a collection's close in this very loop
+            own, hook = entry
             if hook in in_use:
                 continue
             _hooks_to_release.discard(cls)
@@ -546,5 +591,16 @@ def release_unused_close_hooks() -> None:
 #: The process's registry: every traced policy and loop factory records here.
 REGISTRY = LoopRegistry()
 
+
+def _stop_watching_collections() -> None:
+    """At exit, before the interpreter tears down: CPython 3.14 was seen to crash in its final
+    collections with this callback still in ``gc.callbacks`` (a loop still set on the main
+    thread)."""
+    with contextlib.suppress(ValueError):
+        gc.callbacks.remove(REGISTRY.collection_phase)
+
+
+gc.callbacks.append(REGISTRY.collection_phase)
+atexit.register(_stop_watching_collections)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=REGISTRY.after_fork_in_child)

@@ -43,6 +43,9 @@ def make_loop(make: Callable[[], Loop], recorder: Recorder) -> Loop:
             finally:
                 state.making = None
     finally:
+        # Also after a Ctrl-C before make() ran: the thread must not stay "making" for good.
+        if state.making is making:
+            state.making = None
         # Also when make() raised: a loop it constructed before failing exists all the same.
         record_strays(making, loop)
     return loop

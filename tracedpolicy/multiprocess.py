@@ -167,7 +167,8 @@ def sync() -> None:
 
 class EveryProcess:
     """prometheus_client's multi-process merge over the directory's files, skipping the files a
-    process has created but not yet begun (empty: prometheus_client's reader fails on them)."""
+    process has created but not yet sized (prometheus_client opens a file, then sizes it and
+    writes its 8-byte header; its reader fails on a file without one)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -178,7 +179,7 @@ class EveryProcess:
         files = []
         for name in glob.glob(os.path.join(self.path, "*.db")):
             with contextlib.suppress(OSError):  # a dead process's live gauges, just removed
-                if os.path.getsize(name) > 0:
+                if os.path.getsize(name) >= 8:
                     files.append(name)
         return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
 

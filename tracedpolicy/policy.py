@@ -403,7 +403,10 @@ def traced_subclass(
         :func:`untrace_in_place` gave the object its class back, the object itself (a method
         bound before, or running in another thread meanwhile, then acts as the bare one)."""
         if isinstance(self, subclass):
-            return super(cast(Any, subclass), self)
+            try:
+                return super(cast(Any, subclass), self)
+            except TypeError:  # given its class back between the check and here
+                pass
         return self
 
     def tracing(self: Any) -> bool:

@@ -108,7 +108,9 @@ _observers: tuple[Observer, ...] = ()
 #: tracedpolicy's own listeners (OpenTelemetry's histograms): every event, at once.
 _sinks: tuple[Observer, ...] = ()
 _span_hook: SpanHook | None = None
-_lock = forksafe.lock()
+#: Reentrant: a collection during an allocation under it may run a ``__del__`` that closes a
+#: loop, whose observers may read the recorders in the same thread.
+_lock = forksafe.rlock()
 
 
 def add_observer(observer: Observer) -> None:
@@ -187,6 +189,8 @@ class _ThreadState(threading.local):
     deferred: list[PolicyEvent] | None = None
     #: Observers are running: calls they make are counted, but not told to them again.
     observing = False
+    #: Leaks of other loops that an observer's read flushed: told once observers are done.
+    leaks_seen_observing: list[PolicyEvent] | None = None
 
 
 thread_state = _ThreadState()
@@ -245,6 +249,18 @@ class Operation:
 
     def __enter__(self) -> Operation:
         thread_state.depth += 1
+        try:
+            self._start_span()
+            self.start_ns = time.time_ns()
+            self.start = time.perf_counter()
+        except BaseException:
+            # A Ctrl-C (or a hook's BaseException) here: no __exit__ will undo the depth.
+            thread_state.depth -= 1
+            self._end_span_unrecorded()
+            raise
+        return self
+
+    def _start_span(self) -> None:
         hook = _span_hook
         if hook is not None:
             try:
@@ -252,9 +268,15 @@ class Operation:
             except Exception as failure:
                 record_internal_error("tracer", failure)
                 self.handle = _NO_SPAN  # one failure per call is enough
-        self.start_ns = time.time_ns()
-        self.start = time.perf_counter()
-        return self
+
+    def _end_span_unrecorded(self) -> None:
+        """End a span started for a call that will not run: a started span must end."""
+        hook = _span_hook
+        if hook is not None and self.handle is not None and self.handle is not _NO_SPAN:
+            try:
+                hook.end(self.handle, None)
+            except Exception as failure:
+                record_internal_error("tracer", failure)
 
     def __exit__(
         self,
@@ -424,6 +446,9 @@ def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
             except Exception as failure:
                 record_internal_error("meter", failure)
     state = thread_state
+    if event is not None and state.observing and event.kind == LOOP_LEAKED and _observers:
+        _hold_leak(state, event)
+        return
     if event is None or not _observers or state.observing:
         _deliver_deferred(state)
         return
@@ -444,6 +469,13 @@ def _deliver_deferred(state: _ThreadState) -> None:
     _deliver(state, events)
 
 
+def _hold_leak(state: _ThreadState, event: PolicyEvent) -> None:
+    """A leak an observer's read flushed is no call of the observer's: keep it for them."""
+    if state.leaks_seen_observing is None:
+        state.leaks_seen_observing = []
+    state.leaks_seen_observing.append(event)
+
+
 def _deliver(state: _ThreadState, events: Iterable[PolicyEvent]) -> None:
     state.observing = True
     try:
@@ -455,6 +487,10 @@ def _deliver(state: _ThreadState, events: Iterable[PolicyEvent]) -> None:
                     record_internal_error("observer", failure)
     finally:
         state.observing = False
+    held = state.leaks_seen_observing
+    if held:
+        state.leaks_seen_observing = None
+        _deliver(state, held)
 
 
 #: The call counts of a policy, in the order snapshots list them.

@@ -2,6 +2,9 @@
 
 Counting is the hot path of a traced policy, so a :class:`Counter` bump is one atomic C call.
 A :class:`Histogram` is observed only on rare events (a loop made or closed) and takes a lock.
+That lock is reentrant: a garbage collection that runs while it is held (any allocation may
+start one) can run a ``__del__`` that closes a loop, whose close observes into this histogram
+in the same thread.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class Histogram:
         self.bounds = tuple(bounds)
         self._bucket_counts = [0] * (len(self.bounds) + 1)
         self._sum = 0.0
-        self._lock = forksafe.lock()
+        self._lock = forksafe.rlock()
 
     def observe(self, value: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le="bound").

@@ -48,7 +48,7 @@ def configure(options: Options, given: Mapping[str, Any]) -> None:
 
     A later ``loop_factory(metrics_port=0)`` starts a server and changes nothing else: not the
     providers, not the spans switch, not the creation stack. Each exporter fails alone, counted
-    under its own kind.
+    under its own kind. A server binds the address of the call that gave its port.
     """
     global _in_force
     with _lock:
@@ -56,13 +56,21 @@ def configure(options: Options, given: Mapping[str, Any]) -> None:
             names: set[str] = set(PROCESS_OPTIONS)
             _in_force = options
         else:
-            names = set(PROCESS_OPTIONS.intersection(given))
+            names = _server_options(set(PROCESS_OPTIONS.intersection(given)))
             if not names:
                 return
             _in_force = dataclasses.replace(
                 _in_force, **{name: getattr(options, name) for name in names}
             )
         _apply(_in_force, names)
+
+
+def _server_options(names: set[str]) -> set[str]:
+    """A later call's ``metrics_addr`` alone starts no server (nor moves one); its
+    ``metrics_port`` starts one on that same call's address (given, or the default)."""
+    if "metrics_port" in names:
+        return names | {"metrics_addr"}
+    return names - {"metrics_addr"}
 
 
 def _apply(options: Options, names: set[str]) -> None:
@@ -92,7 +100,7 @@ def _apply(options: Options, names: set[str]) -> None:
             multiprocess.start()  # with PROMETHEUS_MULTIPROC_DIR set: the files too
         except Exception as failure:
             record_internal_error("collector", failure)
-    if names & {"metrics_port", "metrics_addr"} and options.metrics_port is not None:
+    if "metrics_port" in names and options.metrics_port is not None:
         _server = prometheus.serve(
             options.metrics_port, options.metrics_addr, options.prometheus_registry
         )
