@@ -13,14 +13,16 @@ answering many short requests over a few connections. Each runs on a fresh selec
 - ``loopmon``: aiodebug's successor, a 10 ms sleep probe (lag only), if installed;
 - ``monitored-ioloop``: wraps every callback, if installed.
 
-Each figure is the best of several rounds, the variants measured in turn within each round so
-they share the machine's state; ratios are against ``bare``.
+Each round measures every variant in turn (a different one first each round); the table shows
+each variant's best time and two ratios against ``bare``: best over best, and the median over
+rounds of the ratio within a round (steadier on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -116,12 +118,14 @@ def variants() -> dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop
     return chosen
 
 
-def best_seconds(
+def measure(
     workload: Callable[[asyncio.AbstractEventLoop], None],
     chosen: dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop], Any]]],
     rounds: int,
-) -> dict[str, float]:
-    best = {name: float("inf") for name in chosen}
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each variant's best time, and the median over rounds of its time over bare's in that
+    same round (a round's variants share the machine's state, so the paired ratio is steadier)."""
+    times: dict[str, list[float]] = {name: [] for name in chosen}
     names = list(chosen)
     for turn in range(rounds):
         for name in names[turn % len(names) :] + names[: turn % len(names)]:  # each goes first
@@ -131,19 +135,29 @@ def best_seconds(
                 finish = prepare(loop)
                 began = time.perf_counter()
                 workload(loop)
-                best[name] = min(best[name], time.perf_counter() - began)
+                times[name].append(time.perf_counter() - began)
                 if callable(finish):
                     finish()
             finally:
                 loop.close()
-    return best
+    best = {name: min(values) for name, values in times.items()}
+    ratios = {
+        name: statistics.median(t / b for t, b in zip(values, times["bare"]))
+        for name, values in times.items()
+    }
+    return best, ratios
 
 
-def print_table(title: str, unit: str, count: int, best: dict[str, float]) -> None:
+def print_table(
+    title: str, unit: str, count: int, best: dict[str, float], ratios: dict[str, float]
+) -> None:
     print(f"\n{title}")
-    print(f"{'variant':<24}{unit:>16}{'vs bare':>10}")
+    print(f"{'variant':<24}{unit:>16}{'best vs bare':>14}{'median paired':>15}")
     for name, seconds in best.items():
-        print(f"{name:<24}{seconds * 1e9 / count:>13.0f} ns{seconds / best['bare']:>9.3f}x")
+        print(
+            f"{name:<24}{seconds * 1e9 / count:>13.0f} ns"
+            f"{seconds / best['bare']:>13.3f}x{ratios[name]:>14.3f}x"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     callbacks, requests, rounds = (200_000, 4_000, 3) if args.quick else (1_000_000, 20_000, 7)
     print(f"CPython {sys.version.split()[0]}, best of {rounds} rounds")
     chosen = variants()
-    best = best_seconds(lambda loop: ping_pong(loop, callbacks), chosen, rounds)
-    print_table(f"call_soon ping-pong, {callbacks:,} callbacks", "per callback", callbacks, best)
-    best = best_seconds(lambda loop: echo(loop, requests), chosen, rounds)
-    print_table(f"loopback echo, {requests:,} requests", "per request", requests, best)
+    best, ratios = measure(lambda loop: ping_pong(loop, callbacks), chosen, rounds)
+    title = f"call_soon ping-pong, {callbacks:,} callbacks"
+    print_table(title, "per callback", callbacks, best, ratios)
+    best, ratios = measure(lambda loop: echo(loop, requests), chosen, rounds)
+    print_table(f"loopback echo, {requests:,} requests", "per request", requests, best, ratios)
     return 0
 
 

@@ -4,19 +4,23 @@ Opt-in (``health=True`` or ``TRACEDPOLICY_HEALTH=1``); off, nothing at all is ad
 On, every loop tracedpolicy records from then on (policies, loop factories, constructors, the
 whole-process mode) is watched by three cheap pieces, none of which touches each callback:
 
-- **a probe**: while the loop runs, a timer of its own every ``health_resolution`` seconds; how
-  late it runs is the loop's *delay* (Node's ``monitorEventLoopDelay``, aiodebug's loopmon);
+- **a probe**: while the loop runs, every ``health_resolution`` seconds the watchdog thread hands
+  it a callback (``call_soon_threadsafe``); how long that callback waits to run is the loop's
+  *delay* (what Node's ``monitorEventLoopDelay`` and aiodebug's loopmon measure with a timer,
+  without a timer pending in the loop: a pending timer alone costs every iteration a clock
+  read, 2-3% of a callback-heavy loop);
 - **the wait**: asyncio's selector and proactor loops wait for I/O in their selector's
   ``select``; timing that call (only when it may wait) splits the loop's running time into
   *idle* and *active*, whose share is its *utilization* (Node's definition). uvloop waits
   inside libuv, out of reach: its loops get delay, blocking and tasks, but no utilization;
-- **a watchdog** thread: a running loop whose probe is overdue by more than
+- **a watchdog**, that same thread: a running loop whose probe has waited longer than
   ``blocking_threshold`` is held by one callback or task step (or one long iteration); the
   watchdog then, and only then, samples the loop thread's stack to name what runs, counts it,
   logs one line and records a span that lasts as long as the loop was held.
 
-The probe and the run hook are set on the loop instance (a class is never changed), holding
-the loop only weakly, so a loop's life and garbage collection are as they were.
+The run hook (which tells the watchdog a loop runs) is set on the loop instance, and the timed
+``select`` on its selector (a class is never changed), holding the loop only weakly, so a
+loop's life and garbage collection are as they were.
 """
 
 from __future__ import annotations
@@ -93,23 +97,25 @@ class LoopHealth:
         self.record = record
         self.totals = totals
         self.running = False
+        self.run = 0
+        """Counts starts and stops: a probe handed to an earlier run is void."""
         self.thread_id = 0
-        self.due = 0.0
-        """When the probe is next due (:data:`CLOCK`)."""
+        self.probe_sent: float | None = None
+        """When the probe the loop has not run yet was handed to it (:data:`CLOCK`)."""
+        self.probe: Any = None
         self.timed = False
         """Its wait is timed (an asyncio selector or proactor loop)."""
         self.wait_looked_at = False
-        self.timer: Any = None
         self.run_started = 0.0
         self.ran = 0.0
         """Seconds spent in finished runs of ``run_forever``."""
         self.idle = 0.0
         """Seconds spent waiting in ``select``, all runs."""
         self.window: tuple[float, float, float] = (0.0, 0.0, 0.0)
-        """(monotonic, ran, idle) when the current utilization window started."""
+        """(instant, ran, idle) when the current utilization window started."""
         self.utilization: float | None = None
         self.held_since: float | None = None
-        """When the watchdog found the loop held past the threshold, until it catches up."""
+        """When the probe the watchdog found held past the threshold was sent."""
         self.caught_up: float | None = None
         self.span: Any = None
 
@@ -130,8 +136,9 @@ class LoopHealth:
         self.thread_id = threading.get_ident()
         self.run_started = now
         self.window = (now, self.ran, self.idle)
+        self.run += 1
+        self.probe_sent = None
         self.running = True
-        self._schedule(loop, now)
         _watched[id(loop)] = self  # again, if a forked child runs a loop of its parent's
         _running[id(self)] = self
         _watchdog.wake()
@@ -139,19 +146,22 @@ class LoopHealth:
     def stopped(self) -> None:
         now = CLOCK()
         self.running = False
+        self.run += 1
         self.ran += now - self.run_started
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.cancel()
+        probe, self.probe, self.probe_sent = self.probe, None, None
+        if probe is not None:
+            probe.cancel()  # handed to this run: it must not count in the next one
         if self.held_since is not None:
             self.caught_up = now
 
-    def tick(self) -> None:
-        loop = self.ref()
-        if loop is None or not self.running:
+    def tick(self, run: int) -> None:
+        """The probe: how long it waited is the delay."""
+        sent = self.probe_sent
+        if run != self.run or sent is None:
             return
         now = CLOCK()
-        delay = max(now - self.due, 0.0)
+        self.probe_sent = self.probe = None
+        delay = max(now - sent, 0.0)
         self.totals.delay.observe(delay)
         for sink in _delay_sinks:
             try:
@@ -167,12 +177,19 @@ class LoopHealth:
             if span > 0:
                 self.utilization = min(max((span - (self.idle - idle)) / span, 0.0), 1.0)
             self.window = (now, ran_now, self.idle)
-        if _enabled:
-            self._schedule(loop, now)
 
-    def _schedule(self, loop: Any, now: float) -> None:
-        self.due = now + _settings.resolution
-        self.timer = loop.call_later(_settings.resolution, self.tick)
+    # On the watchdog's thread:
+
+    def send_probe(self, now: float) -> None:
+        """Hand the running loop its next probe, unless one is still waiting."""
+        loop = self.ref()
+        if loop is None or not self.running or self.probe_sent is not None:
+            return
+        self.probe_sent = now
+        try:
+            self.probe = loop.call_soon_threadsafe(self.tick, self.run)
+        except RuntimeError:  # closed meanwhile
+            self.probe_sent = None
 
 
 _lock = forksafe.rlock()  # a collection inside it may make or drop a loop, which comes here
@@ -473,20 +490,24 @@ class _Watchdog:
                 self.look(loops, CLOCK())
             except Exception as failure:
                 record_internal_error("health", failure)
-            time.sleep(max(min(_settings.threshold / 4, 0.05), 0.001))
+            time.sleep(_settings.resolution)
 
     def look(self, loops: list[LoopHealth], now: float) -> None:
         for health in loops:
             if health.held_since is None:
                 if not health.running:
                     _running.pop(id(health), None)
-                elif _enabled and now - health.due > _settings.threshold:
-                    self.held(health, now)
+                    continue
+                sent = health.probe_sent
+                if sent is not None and now - sent > _settings.threshold:
+                    self.held(health, sent, now)
+                elif _enabled:
+                    health.send_probe(now)
             elif health.caught_up is not None:
                 self.released(health)
 
-    def held(self, health: LoopHealth, now: float) -> None:
-        health.held_since, health.caught_up = health.due, None
+    def held(self, health: LoopHealth, since: float, now: float) -> None:
+        health.held_since, health.caught_up = since, None
         health.totals.blocked += 1
         loop = health.ref()
         seen = sample(health.thread_id, loop) if loop is not None else None
@@ -494,7 +515,7 @@ class _Watchdog:
         logger.warning(
             "event loop held for over %.3f s (blocking_threshold): %s #%d made at %s, thread %r;"
             " running %s",
-            now - health.due,
+            now - since,
             record.loop_class,
             record.loop_id,
             record.site or "an unknown site",
