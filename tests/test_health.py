@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
+from unittest import mock
 
 import pytest
 from prometheus_client import generate_latest
@@ -27,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tracedpolicy
 from tracedpolicy import health
+from tracedpolicy.options import Options
+from tracedpolicy.telemetry import configure as configure_telemetry
 
 from .conftest import Telemetry
 from .test_servers import free_port, serve
@@ -47,9 +50,14 @@ def loop_makers() -> list[Any]:
     return makers
 
 
+#: The health options as every test finds them (a later call changes only what it passes).
+DEFAULT_HEALTH = {"health": False, "health_resolution": 0.01, "blocking_threshold": 0.1}
+
+
 @pytest.fixture(autouse=True)
 def health_off_afterwards() -> Iterator[None]:
     yield
+    configure_telemetry(Options.parse("tests", DEFAULT_HEALTH), DEFAULT_HEALTH)
     health.reset_for_tests()
 
 
@@ -447,3 +455,157 @@ def test_a_forked_child_reports_its_own_health_not_its_parents() -> None:
     os.waitpid(pid, 0)
     assert said == "0 1"
     assert labels_of(label)["blocked"] == 1  # the parent's own count, unchanged
+
+
+# Found by trying to break it: patches, subclasses, waits under way, quick runs, fork.
+
+
+def patch_script(make: Any) -> list[str]:
+    """A selector class patched after the loop's first run, and one patched before it."""
+    out: list[str] = []
+    loop = make()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    boom = OSError("boom")
+    with (
+        mock.patch.object(type(loop._selector), "select", side_effect=boom),
+        pytest.raises(OSError),
+    ):
+        loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    loop = make()
+    with mock.patch.object(type(loop._selector), "select", return_value=[]) as patched:
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        out.append(repr(patched.call_args))
+    calls = patched.call_count
+    loop.run_until_complete(asyncio.sleep(0.01))
+    out.append(f"calls after the patch: {patched.call_count - calls}")
+    loop.close()
+    return out
+
+
+# The sleep a raising select never let run is collected later, bare and watched alike.
+@pytest.mark.filterwarnings("ignore:coroutine 'sleep' was never awaited:RuntimeWarning")
+def test_patches_of_the_selector_and_run_forever_classes_are_called_as_bare() -> None:
+    watched = watched_factory(asyncio.SelectorEventLoop, "tests.health.patched")
+    assert patch_script(watched) == patch_script(asyncio.SelectorEventLoop)
+    gc.collect()  # the sleeps the raising select never let run: collected here, not later
+    calls = []
+    for make in (asyncio.SelectorEventLoop, watched):
+        loop = make()
+        with mock.patch.object(type(loop), "run_forever") as patched:
+            loop.run_forever()
+            calls.append(patched.call_args)
+        loop.close()
+    assert calls[0] == calls[1] == mock.call()
+
+
+def test_idle_time_counts_a_wait_under_way_and_never_goes_down() -> None:
+    label = "tests.health.wait-under-way"
+    loop = watched_factory(asyncio.SelectorEventLoop, label, health_resolution=0.5)()
+    readings: list[tuple[float, float]] = []
+
+    def read() -> None:
+        readings.extend((a, i) for labels, a, i in health.time_spent() if labels[1] == label)
+
+    def read_twice() -> None:
+        for _ in range(2):
+            time.sleep(0.2)
+            read()
+
+    thread = threading.Thread(target=read_twice)
+    try:
+        thread.start()
+        loop.run_until_complete(asyncio.sleep(0.6))  # one long wait: no probe, no callback
+        thread.join()
+        read()
+    finally:
+        loop.close()
+    (active_1, idle_1), (active_2, idle_2), (active_3, idle_3) = readings
+    assert idle_1 >= 0.15 and idle_2 >= idle_1 + 0.15 and idle_3 >= idle_2  # the wait, as it goes
+    assert active_1 <= active_2 <= active_3 < 0.1
+
+
+def test_a_held_loop_freed_before_the_watchdog_looks_again_ends_its_span(
+    telemetry: Telemetry,
+) -> None:
+    make = watched_factory(asyncio.SelectorEventLoop, "tests.health.freed-held")
+
+    async def blocks(_: int) -> None:
+        await asyncio.sleep(0.02)
+        time.sleep(THRESHOLD * 3)
+
+    for body in (blocks, asyncio.sleep):  # the second loop's watch() folds the first in
+        loop = make()
+        loop.run_until_complete(body(0))
+        loop.close()
+        del loop
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while not finished_blocked_spans(telemetry) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(finished_blocked_spans(telemetry)) == 1
+    assert {labels[1]: n for labels, n in health.held()}["tests.health.freed-held"] == 0
+
+
+def finished_blocked_spans(telemetry: Telemetry) -> list[Any]:
+    return [s for s in telemetry.exporter.get_finished_spans() if s.name.endswith("blocked")]
+
+
+class Flushing(asyncio.SelectorEventLoop):
+    """A subclass that works a while after its loop has stopped (a flush, a join)."""
+
+    def run_forever(self) -> None:
+        try:
+            super().run_forever()
+        finally:
+            time.sleep(THRESHOLD * 3)
+
+
+def test_a_subclass_working_outside_its_loop_is_not_held_and_leaves_no_probe() -> None:
+    label = "tests.health.subclass"
+    loop = watched_factory(Flushing, label)()
+    try:
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert list(loop._ready) == []
+    finally:
+        loop.close()
+    assert labels_of(label)["blocked"] == 0
+
+
+def test_loops_run_briefly_and_closed_are_all_freed() -> None:
+    make = watched_factory(asyncio.SelectorEventLoop, "tests.health.brief", health_resolution=0.001)
+    refs = []
+    for _ in range(300):
+        loop = make()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        refs.append(weakref.ref(loop))
+        del loop
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []
+    assert len(health.watched()) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_counts_only_its_own_time_on_a_loop_its_parent_ran() -> None:
+    label = "tests.health.fork-time"
+    loop = watched_factory(asyncio.SelectorEventLoop, label)()
+    loop.run_until_complete(asyncio.sleep(0.3))
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # the watchdog thread waits on an event: forking is safe
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        try:
+            loop.run_until_complete(asyncio.sleep(0.05))
+            spent = sum(a + i for labels, a, i in health.time_spent() if labels[1] == label)
+            os.write(write, repr(spent).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        spent = float(answer.read())
+    os.waitpid(pid, 0)
+    loop.close()
+    assert 0.04 <= spent <= 0.2  # its own 0.05 s, not the parent's 0.3 s

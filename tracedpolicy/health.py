@@ -28,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import inspect
 import logging
 import os
 import sys
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -102,7 +104,8 @@ class LoopHealth:
         self.thread_id = 0
         self.probe_sent: float | None = None
         """When the probe the loop has not run yet was handed to it (:data:`CLOCK`)."""
-        self.probe: Any = None
+        self.wait_began: float | None = None
+        """When the wait in ``select`` now under way began (it counts as idle already)."""
         self.timed = False
         """Its wait is timed (an asyncio selector or proactor loop)."""
         self.wait_looked_at = False
@@ -121,7 +124,17 @@ class LoopHealth:
 
     def active_and_idle(self, now: float) -> tuple[float, float]:
         ran = self.ran + (now - self.run_started if self.running else 0.0)
-        return max(ran - self.idle, 0.0), self.idle
+        began = self.wait_began
+        idle = self.idle + (now - began if began is not None and self.running else 0.0)
+        return max(ran - idle, 0.0), idle
+
+    def forget_parent(self) -> None:
+        """In a forked child: what this loop did in the parent is the parent's."""
+        self.running = False
+        self.run += 1
+        self.ran = self.idle = 0.0
+        self.probe_sent = self.wait_began = self.utilization = None
+        self.held_since = self.caught_up = self.span = None
 
     # On the loop's own thread:
 
@@ -146,11 +159,9 @@ class LoopHealth:
     def stopped(self) -> None:
         now = CLOCK()
         self.running = False
-        self.run += 1
+        self.run += 1  # a probe handed to this run and not run yet does nothing later
         self.ran += now - self.run_started
-        probe, self.probe, self.probe_sent = self.probe, None, None
-        if probe is not None:
-            probe.cancel()  # handed to this run: it must not count in the next one
+        self.probe_sent = self.wait_began = None
         if self.held_since is not None:
             self.caught_up = now
 
@@ -160,7 +171,7 @@ class LoopHealth:
         if run != self.run or sent is None:
             return
         now = CLOCK()
-        self.probe_sent = self.probe = None
+        self.probe_sent = None
         delay = max(now - sent, 0.0)
         self.totals.delay.observe(delay)
         for sink in _delay_sinks:
@@ -180,15 +191,18 @@ class LoopHealth:
 
     # On the watchdog's thread:
 
-    def send_probe(self, now: float) -> None:
-        """Hand the running loop its next probe, unless one is still waiting."""
-        loop = self.ref()
-        if loop is None or not self.running or self.probe_sent is not None:
+    def send_probe(self, loop: Any, now: float) -> None:
+        """Hand the running loop its next probe, unless one is still waiting.
+
+        No handle is kept (it would hold the loop): a probe of an earlier run finds another run
+        number and does nothing.
+        """
+        if self.probe_sent is not None:
             return
         self.probe_sent = now
         try:
-            self.probe = loop.call_soon_threadsafe(self.tick, self.run)
-        except RuntimeError:  # closed meanwhile
+            loop.call_soon_threadsafe(self.tick, self.run)
+        except Exception:  # closed meanwhile, or a subclass's call_soon_threadsafe refused
             self.probe_sent = None
 
 
@@ -200,6 +214,8 @@ _watched: dict[int, LoopHealth] = {}
 """Every watched loop still alive, by ``id(loop)``."""
 _gone: collections.deque[int] = collections.deque()
 """Keys of watched loops garbage-collected since the last look (from weakref callbacks)."""
+_time_reported: dict[Labels, tuple[float, float]] = {}
+"""The active and idle seconds last reported per label set (they only grow)."""
 _running: dict[int, LoopHealth] = {}
 """Loops that run, or ran while the watchdog found them held, for the watchdog."""
 _delay_sinks: list[Callable[[LoopRecord, float], None]] = []
@@ -216,6 +232,7 @@ def configure(enabled: bool, settings: Settings) -> None:
             REGISTRY.tracked_listeners.append(watch)
     if enabled:
         _watchdog.start()  # now, not inside some test or request that runs the first loop
+    _watchdog.event.set()  # the new resolution from now, not after the current wait
 
 
 def reset_for_tests() -> None:
@@ -225,6 +242,7 @@ def reset_for_tests() -> None:
         _totals.clear()
         _watched.clear()
         _running.clear()
+        _time_reported.clear()
 
 
 def enabled() -> bool:
@@ -280,7 +298,7 @@ def _hook_run(loop: Any, health: LoopHealth) -> None:
                 record_internal_error("health", failure)
                 watching = False
         try:
-            return type(loop).run_forever(loop)  # type: ignore[no-any-return, union-attr]
+            return _class_attribute(loop, "run_forever")()  # type: ignore[no-any-return]
         finally:
             if watching:
                 health.stopped()
@@ -295,21 +313,34 @@ def _time_the_wait(loop: Any, health: LoopHealth) -> bool:
         return False
     if "select" in getattr(waiter, "__dict__", {"select": None}):
         return False
-    select_of = type(waiter).select
-    clock = time.perf_counter
+    own = inspect.getattr_static(type(waiter), "select")
+    if not isinstance(own, types.FunctionType):
+        return False  # a mock or an odd select in place now: leave the selector as it is
     ref = weakref.ref(waiter)
 
     def select(timeout: float | None = None) -> Any:
+        waiter: Any = ref()  # alive: this function is reached through it
+        if type(waiter).select is not own:  # the class's select was patched since: call that
+            return _class_attribute(waiter, "select")(timeout)
         if timeout == 0:  # a poll: no wait to time
-            return select_of(ref(), 0)
-        began = clock()
+            return own(waiter, 0)
+        health.wait_began = began = CLOCK()
         try:
-            return select_of(ref(), timeout)
+            return own(waiter, timeout)
         finally:
-            health.idle += clock() - began
+            health.wait_began = None
+            health.idle += CLOCK() - began
 
     waiter.select = select
     return True
+
+
+def _class_attribute(instance: Any, name: str) -> Any:
+    """``instance.name`` as if the instance had no attribute of that name: the class's own,
+    bound as Python binds it (a function becomes a method; a mock stays a mock)."""
+    attribute = inspect.getattr_static(type(instance), name)
+    get = getattr(type(attribute), "__get__", None)
+    return attribute if get is None else get(attribute, instance, type(instance))
 
 
 def _gone_callback(key: int, ref: object) -> None:
@@ -328,6 +359,8 @@ def _forget_collected() -> None:
         if health is not None and health.ref() is None:
             del _watched[key]
             _running.pop(id(health), None)
+            if health.held_since is not None:
+                _watchdog.released(health)  # its span ends; the gauge no longer counts it
             active, idle = health.active_and_idle(CLOCK())
             health.totals.active += active
             health.totals.idle += idle
@@ -359,6 +392,10 @@ def time_spent() -> Iterator[tuple[Labels, float, float]]:
             sums[labels][0] += active
             sums[labels][1] += idle
     for labels, (active, idle) in sums.items():
+        # Counters never go down, whatever two readers racing a wait's end might compute.
+        reported = _time_reported.get(labels, (0.0, 0.0))
+        active, idle = max(active, reported[0]), max(idle, reported[1])
+        _time_reported[labels] = (active, idle)
         yield labels, active, idle
 
 
@@ -490,21 +527,25 @@ class _Watchdog:
                 self.look(loops, CLOCK())
             except Exception as failure:
                 record_internal_error("health", failure)
-            time.sleep(_settings.resolution)
+            self.event.wait(_settings.resolution)  # or sooner: new settings, a loop started
 
     def look(self, loops: list[LoopHealth], now: float) -> None:
         for health in loops:
-            if health.held_since is None:
-                if not health.running:
-                    _running.pop(id(health), None)
-                    continue
-                sent = health.probe_sent
-                if sent is not None and now - sent > _settings.threshold:
-                    self.held(health, sent, now)
-                elif _enabled:
-                    health.send_probe(now)
-            elif health.caught_up is not None:
-                self.released(health)
+            if health.held_since is not None:
+                if health.caught_up is not None or health.probe_sent is None:
+                    self.released(health)  # its probe ran (or the loop stopped) since
+                continue
+            loop = health.ref()
+            if loop is None or not health.running:
+                _running.pop(id(health), None)
+                continue
+            if not loop.is_running():
+                continue  # hooked run_forever entered, the loop's own not yet (a subclass's)
+            sent = health.probe_sent
+            if sent is not None and now - sent > _settings.threshold:
+                self.held(health, sent, now)
+            elif _enabled:
+                health.send_probe(loop, now)
 
     def held(self, health: LoopHealth, since: float, now: float) -> None:
         health.held_since, health.caught_up = since, None
@@ -531,10 +572,10 @@ class _Watchdog:
 
     def released(self, health: LoopHealth) -> None:
         span, health.span = health.span, None
-        caught_up = health.caught_up
+        caught_up = health.caught_up or CLOCK()  # or its probe ran as the hold was noticed
         health.held_since = health.caught_up = None
         spans = _span_maker
-        if span is not None and spans is not None and caught_up is not None:
+        if span is not None and spans is not None:
             try:
                 spans.released(span, caught_up)
             except Exception as failure:
@@ -565,8 +606,11 @@ def _after_fork_in_child() -> None:
     """The parent's loops, health and watchdog are not this process's (a loop of the parent's
     that runs here is watched again from then on)."""
     global _watchdog
+    for health in _watched.values():
+        health.forget_parent()
     _watched.clear()
     _running.clear()
+    _time_reported.clear()
     _gone.clear()
     for totals in _totals.values():
         totals.reset()
