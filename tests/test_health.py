@@ -609,3 +609,16 @@ def test_a_forked_child_counts_only_its_own_time_on_a_loop_its_parent_ran() -> N
     os.waitpid(pid, 0)
     loop.close()
     assert 0.04 <= spent <= 0.2  # its own 0.05 s, not the parent's 0.3 s
+
+
+def test_in_debug_mode_no_probe_is_handed_to_the_loop() -> None:
+    """asyncio's debug mode logs slow callbacks (CPython's own tests read that log): a probe
+    would show up in it, so a loop in debug mode gets none."""
+    label = "tests.health.debug"
+    loop = watched_factory(asyncio.SelectorEventLoop, label)()
+    loop.set_debug(True)
+    try:
+        loop.run_until_complete(asyncio.sleep(0.1))
+    finally:
+        loop.close()
+    assert labels_of(label)["delay"].snapshot().total == 0

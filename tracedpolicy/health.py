@@ -539,8 +539,10 @@ class _Watchdog:
             if loop is None or not health.running:
                 _running.pop(id(health), None)
                 continue
-            if not loop.is_running():
-                continue  # hooked run_forever entered, the loop's own not yet (a subclass's)
+            if not loop.is_running() or loop.get_debug():
+                # Not running yet (a subclass's run_forever before its loop's), or in debug
+                # mode: asyncio logs every slow callback itself there, and would log ours.
+                continue
             sent = health.probe_sent
             if sent is not None and now - sent > _settings.threshold:
                 self.held(health, sent, now)
