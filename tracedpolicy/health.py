@@ -534,20 +534,24 @@ class _Watchdog:
             if health.held_since is not None:
                 if health.caught_up is not None or health.probe_sent is None:
                     self.released(health)  # its probe ran (or the loop stopped) since
-                continue
-            loop = health.ref()
-            if loop is None or not health.running:
-                _running.pop(id(health), None)
-                continue
-            if not loop.is_running() or loop.get_debug():
-                # Not running yet (a subclass's run_forever before its loop's), or in debug
-                # mode: asyncio logs every slow callback itself there, and would log ours.
-                continue
-            sent = health.probe_sent
-            if sent is not None and now - sent > _settings.threshold:
-                self.held(health, sent, now)
-            elif _enabled:
-                health.send_probe(loop, now)
+            elif not health.running:
+                _running.pop(id(health), None)  # before taking the loop: never hold a stopped one
+            else:
+                self.probe(health, now)
+
+    def probe(self, health: LoopHealth, now: float) -> None:
+        """A running loop: held, if its probe has waited too long; else its next probe. The
+        loop is held here only for this call (its last reference must stay its owner's)."""
+        loop = health.ref()
+        if loop is None or not loop.is_running() or loop.get_debug():
+            # Not running yet (a subclass's run_forever before its loop's), or in debug mode:
+            # asyncio logs every slow callback itself there, and would log ours.
+            return
+        sent = health.probe_sent
+        if sent is not None and now - sent > _settings.threshold:
+            self.held(health, sent, now)
+        elif _enabled:
+            health.send_probe(loop, now)
 
     def held(self, health: LoopHealth, since: float, now: float) -> None:
         health.held_since, health.caught_up = since, None
