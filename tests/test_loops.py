@@ -583,3 +583,35 @@ def test_recording_a_loop_leaves_its_attributes_stored_as_bare() -> None:
     finally:
         bare.close()
         traced.close()
+
+
+CLOSED_FROM_C = """
+import _thread, asyncio, atexit, sys, time, tracedpolicy
+from tracedpolicy.report import totals
+getattr(tracedpolicy, sys.argv[1])()
+loop = asyncio.new_event_loop()
+if sys.argv[2] == "atexit":
+    atexit.register(lambda: print(totals(), tracedpolicy.open_loops()))
+    atexit.register(loop.close)  # runs first, from C
+else:
+    _thread.start_new_thread(loop.close, ())
+    deadline = time.monotonic() + 30
+    while (_thread._count() or not loop.is_closed()) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    print(totals(), tracedpolicy.open_loops())
+"""
+
+
+@pytest.mark.parametrize("mode", ["install", "instrument"])
+@pytest.mark.parametrize("caller", ["atexit", "a thread started from C"])
+def test_a_close_with_no_python_caller_is_counted_and_raises_nothing(
+    mode: str, caller: str
+) -> None:
+    """``close`` called straight from C has no caller frame for the hook to look at."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSED_FROM_C, mode, caller.split()[0]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "(1, 1, 0) []\n")

@@ -507,6 +507,19 @@ _mode_on = False
 _hooks_to_release: set[type] = set()
 
 
+def _called_by_finalizer() -> bool:
+    """Whether the ``close`` hook (the caller) was called by asyncio's finalizer.
+
+    A close called straight from C (``atexit.register(loop.close)``, a thread started with
+    ``_thread.start_new_thread(loop.close, ())``) has no Python caller: a close of the user's.
+    """
+    try:
+        caller = sys._getframe(2)
+    except ValueError:  # call stack is not deep enough
+        return False
+    return caller.f_code in _FINALIZERS
+
+
 def _has_own(instance: object, name: str) -> bool:
     """Whether ``instance`` has an attribute ``name`` of its own, shadowing its class's method.
 
@@ -546,10 +559,10 @@ def _hook_close(loop: Loop) -> bool:
         @functools.wraps(original)
         def close(self: Any) -> None:
             original(self)
-            if sys._getframe(1).f_code not in _FINALIZERS:
-                REGISTRY.closed(self)
-            else:
+            if _called_by_finalizer():
                 REGISTRY.abandoned(self)
+            else:
+                REGISTRY.closed(self)
 
         own = vars(cls).get("close", _MISSING)
         try:
