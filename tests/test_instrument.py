@@ -632,3 +632,52 @@ def test_outside_the_mode_a_replaced_policy_is_reported_once(
     assert tracedpolicy.policy.label_of(MyPolicy) in messages[0]
     assert "tracedpolicy.instrument()" in messages[0]
     assert policy_replacements()[tracedpolicy.policy.label_of(MyPolicy)] == replaced + 2
+
+
+def hooked_methods() -> list[Callable[[], Any]]:
+    """Ways to reach each method the mode hooks on a class, as user code may."""
+    reached: list[Callable[[], Any]] = [
+        lambda: BaseEventLoop.__init__,
+        lambda: asyncio.SelectorEventLoop.__init__,  # inherited
+        lambda: vars(BaseEventLoop)["__init__"],  # the attribute itself, unbound
+    ]
+    if hasattr(asyncio, "Runner"):
+        reached.append(lambda: asyncio.Runner._lazy_init)
+    return reached
+
+
+def test_hooked_methods_pickle_and_copy_as_bare() -> None:
+    """wrapt's proxies refuse pickle and copy (NotImplementedError); the bare functions do not.
+
+    For protocols 0-3 pickle writes a method as ``getattr(its class, name)``, opcode for opcode
+    as bare; from 4 bare writes a global the hooked one cannot (a class hands out a new bound
+    wrapper on each access), so it writes the ``getattr``: loaded, both give the class's
+    attribute of the moment, the same function underneath.
+    """
+    import copy
+    import inspect
+    import pickle
+    from pickletools import optimize
+
+    protocols = range(pickle.HIGHEST_PROTOCOL + 1)
+    bare = [[pickle.dumps(reach(), protocol) for protocol in protocols] for reach in hooked_methods()]
+    tracedpolicy.instrument()
+    for reach, bare_pickles in zip(hooked_methods(), bare):
+        method = reach()
+        assert copy.copy(method) is method and copy.deepcopy(method) is method
+        for protocol in protocols:
+            pickled = pickle.dumps(method, protocol)
+            if protocol < 4:  # the same opcodes (memo entries aside, which versions vary)
+                assert optimize(pickled) == optimize(bare_pickles[protocol])
+            assert inspect.unwrap(pickle.loads(pickled)) is inspect.unwrap(method)
+    if hasattr(asyncio, "Runner"):  # a hooked method bound to an instance: as a bound method
+        runner = asyncio.Runner()
+        tracedpolicy.uninstrument()
+        bare_bound = [pickle.dumps(runner._lazy_init, protocol) for protocol in protocols]
+        tracedpolicy.instrument()
+        assert [pickle.dumps(runner._lazy_init, p) for p in protocols] == bare_bound
+        copied = inspect.unwrap(copy.copy(runner._lazy_init))
+        assert copied.__self__ is runner
+        assert copied.__func__ is inspect.unwrap(asyncio.Runner._lazy_init)
+        deep = inspect.unwrap(copy.deepcopy(runner._lazy_init))
+        assert type(deep.__self__) is asyncio.Runner and deep.__self__ is not runner

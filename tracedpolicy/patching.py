@@ -10,7 +10,9 @@ may have wrapped ours in turn, and then ours stays in their chain.
 
 from __future__ import annotations
 
+import copy
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,15 +52,59 @@ class Patch:
             setattr(self.owner, self.name, self.original)
 
 
+def _reference(function: Any) -> Any:
+    """What ``function`` reduces to in pickle: a reference by module and qualified name.
+
+    A module's function is pickled as a global (pickle checks the name holds this very object,
+    as it does while the patch is on). A method is reached through its class, as pickle does for
+    protocols 0-3 (``getattr(BaseEventLoop, "__init__")``): loaded, it is the class's attribute
+    then, as with the bare method; a class hands out a new bound wrapper on each access, so the
+    global form (which insists on the very object) cannot name it.
+    """
+    qualname: str = function.__qualname__
+    path, _, name = qualname.rpartition(".")
+    owner = sys.modules.get(function.__module__)
+    if not path or owner is None:
+        return qualname
+    try:
+        for part in path.split("."):
+            owner = getattr(owner, part)
+    except AttributeError:  # a local function: pickle says so, as for the bare one
+        return qualname
+    return getattr, (owner, name)
+
+
+class _BoundWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+    """A patched method as a class or an instance hands it out: it pickles and copies as the
+    bare method does (wrapt's proxies refuse to)."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self._self_instance is None:  # BaseEventLoop.__init__: a function, bare
+            return _reference(self._self_parent.__wrapped__)
+        return self.__wrapped__.__reduce_ex__(protocol)  # a bound method: (getattr, (obj, name))
+
+    def __copy__(self) -> Any:
+        if self._self_instance is None:
+            return self  # a function copies as itself
+        return getattr(self._self_instance, self.__name__)  # as a method's reduction gives
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        if self._self_instance is None:
+            return self
+        return getattr(copy.deepcopy(self._self_instance, memo), self.__name__)
+
+
 class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """wrapt's function wrapper, which also pickles and copies as the function it wraps does.
 
-    A function pickles as a reference to its module's attribute, which is this wrapper while
-    the patch is on; copying a function gives the function itself.
+    A function pickles as a reference to its module's attribute (or its class's), which is this
+    wrapper while the patch is on; copying a function gives the function itself.
     """
 
+    __bound_function_wrapper__ = _BoundWrapper
+
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return self.__wrapped__.__qualname__  # pickled by reference, as a function is
+        return _reference(self.__wrapped__)
 
     def __copy__(self) -> Any:
         return self
