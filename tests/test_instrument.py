@@ -681,3 +681,39 @@ def test_hooked_methods_pickle_and_copy_as_bare() -> None:
         assert copied.__func__ is inspect.unwrap(asyncio.Runner._lazy_init)
         deep = inspect.unwrap(copy.deepcopy(runner._lazy_init))
         assert type(deep.__self__) is asyncio.Runner and deep.__self__ is not runner
+
+
+UVLOOP_LOADER = """
+import importlib.machinery, importlib.util, json, sys, tracedpolicy
+
+def answers():
+    loader = importlib.util.find_spec("uvloop").loader
+    names = ("is_package", "get_filename", "get_source", "get_data", "get_code", "path_stats")
+    seen = {name: callable(getattr(loader, name, None)) for name in names}
+    seen.update(name=loader.name, path=loader.path, package=loader.is_package("uvloop"))
+    seen.update(filename=loader.get_filename("uvloop"), source=loader.get_source("uvloop"))
+    seen["code"] = loader.get_code("uvloop").co_filename
+    seen["resources"] = type(loader.get_resource_reader("uvloop")).__name__
+    seen["is_a_source_loader"] = isinstance(loader, importlib.machinery.SourceFileLoader)
+    return seen
+
+bare = answers()
+tracedpolicy.instrument()
+traced = answers()
+import uvloop
+loop = uvloop.new_event_loop()
+loop.close()
+counts = tracedpolicy.snapshot()["constructor uvloop.Loop"]
+print(json.dumps([traced == bare, type(uvloop.__loader__).__module__, counts["loops.closed"]]))
+"""
+
+
+def test_uvloops_loader_answers_as_bare_before_uvloop_is_imported() -> None:
+    """``find_spec("uvloop").loader`` is tracedpolicy's hooking loader until uvloop runs: every
+    method and attribute of the real loader must answer through it as before."""
+    pytest.importorskip("uvloop")
+    done = subprocess.run(
+        [sys.executable, "-c", UVLOOP_LOADER], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '[true, "_frozen_importlib_external", 1]'

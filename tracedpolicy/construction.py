@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import wrapt
+
 from tracedpolicy import forksafe
 from tracedpolicy.loops import class_name
 from tracedpolicy.making import make_loop, note_constructed
@@ -87,18 +89,16 @@ class _UvloopFinder(importlib.abc.MetaPathFinder):
         return None
 
 
-class _HookingLoader(importlib.abc.Loader):
-    """The real loader, and the hook after it ran; the module then names the real loader."""
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
-        return self.loader.create_module(spec)
+class _HookingLoader(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """The real loader, with the hook after its ``exec_module``; the module then names the
+    real loader. Everything else (``is_package``, ``get_code``, ``get_filename``, ``path``,
+    ``isinstance`` checks, ...) is the real loader's: asked before uvloop is imported, through
+    ``importlib.util.find_spec("uvloop").loader``, it answers as it would bare."""
 
     def exec_module(self, module: Any) -> None:
-        module.__loader__ = module.__spec__.loader = self.loader
-        self.loader.exec_module(module)
+        loader = self.__wrapped__
+        module.__loader__ = module.__spec__.loader = loader
+        loader.exec_module(module)
         _hook_uvloop(module)
 
 
