@@ -350,3 +350,31 @@ def test_a_scrape_skips_a_file_a_process_created_but_has_not_begun(
         MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]  # the race
     scraped = generate_latest(multiprocess.registry_of_every_process()).decode()
     assert 'asyncio_loop_created_total{origin="x"} 3.0' in scraped
+
+
+BAD_DIRECTORY = """
+import asyncio, tracedpolicy
+tracedpolicy.instrument()
+asyncio.run(asyncio.sleep(0))
+print(sorted(tracedpolicy.internal_errors()))
+"""
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_a_multiprocess_directory_that_is_no_directory_is_a_multiprocess_failure(
+    tmp_path: Path, kind: str
+) -> None:
+    """Writing the value files fails in the sink the recorder calls; the failure is the
+    documented ``multiprocess`` kind, not ``meter``, and the program goes on."""
+    path = tmp_path / "metrics"
+    if kind == "a file":
+        path.touch()
+    done = subprocess.run(
+        [sys.executable, "-c", BAD_DIRECTORY],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(path)},
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "['multiprocess']\n"), done.stderr
+    assert done.stderr.startswith("tracedpolicy multiprocess failed"), done.stderr

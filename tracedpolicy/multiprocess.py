@@ -230,18 +230,26 @@ def _alive(pid: int) -> bool:
 
 
 def _sink(event: PolicyEvent) -> None:
+    """An event, into this process's files; a failure to write them (the directory missing,
+    or a file) is a ``multiprocess`` failure, whoever's call it happened in."""
     writer = _writer
     if writer is not None:
-        with _lock:
-            writer.observe(event)
+        try:
+            with _lock:
+                writer.observe(event)
+        except Exception as failure:
+            record_internal_error("multiprocess", failure)
 
 
 def _delay_sink(record: LoopRecord, delay: float) -> None:
     """A health probe's delay, into this process's histogram file."""
     writer = _writer
     if writer is not None:
-        family = writer.families[metrics.EVENTLOOP_DELAY]
-        family.labels(record.origin, record.creator, record.loop_class).observe(delay)
+        try:
+            family = writer.families[metrics.EVENTLOOP_DELAY]
+            family.labels(record.origin, record.creator, record.loop_class).observe(delay)
+        except Exception as failure:
+            record_internal_error("multiprocess", failure)
 
 
 def _start_thread() -> None:
