@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
+
+import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
@@ -108,3 +113,38 @@ def test_control_characters_in_what_the_user_controls_are_escaped() -> None:
     assert "\x1b" not in text and "\u202e" not in text
     assert "\\x1b[31m" in text and "\\u202e" in text
     assert len(text.splitlines()) == len(report_naming("benign").splitlines())
+
+
+TALLY_AFTER_FORK = """
+import asyncio, os, sys, tracedpolicy
+tracedpolicy.instrument(report_at_exit=True, prometheus=False)
+kept = [asyncio.new_event_loop() for _ in range(3)]  # the parent's, open when it forks
+asyncio.new_event_loop().close()
+if os.fork() == 0:
+    if sys.argv[1] == "makes one":
+        asyncio.new_event_loop().close()
+    sys.exit(0)
+os.wait()
+for loop in kept:
+    loop.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+@pytest.mark.parametrize("child", ["makes none", "makes one"])
+def test_a_forked_childs_tally_at_exit_counts_only_its_own_loops(child: str) -> None:
+    """The child's counters hold what the parent counted before the fork; its tally does not."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::ResourceWarning", "-c", TALLY_AFTER_FORK, child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    tallies = [line for line in done.stderr.splitlines() if line.startswith("tracedpolicy at")]
+    parent = "tracedpolicy at exit: 4 event loops made, 4 closed, 0 leaked"
+    if child == "makes none":  # a process that made no loop prints nothing
+        assert tallies == [parent], done.stderr
+    else:
+        own = "tracedpolicy at exit: 1 event loop made, 1 closed, 0 leaked"
+        assert tallies == [own, parent], done.stderr

@@ -8,6 +8,7 @@ page of the metrics server) or at exit (the ``report_at_exit`` option).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -78,8 +79,7 @@ def leak_report(records: list[LoopRecord] | None = None, now: float | None = Non
     return "\n".join(lines) + "\n"
 
 
-def totals() -> tuple[int, int, int]:
-    """Loops made, closed and leaked, over every origin and creator."""
+def _counted() -> tuple[int, int, int]:
     made = closed = leaked = 0
     for recorder in recorders():
         for stats in recorder.loop_classes().values():
@@ -87,6 +87,29 @@ def totals() -> tuple[int, int, int]:
             closed += stats.closed.value
             leaked += sum(counter.value for counter in stats.leaked.values())
     return made, closed, leaked
+
+
+#: What the parent process had counted when it forked this one: the parent's, not ours.
+_counted_by_parent = (0, 0, 0)
+
+
+def _forked() -> None:
+    global _counted_by_parent
+    _counted_by_parent = _counted()
+
+
+def totals() -> tuple[int, int, int]:
+    """Loops this process made, closed and leaked, over every origin and creator.
+
+    A forked child counts its own: the counters still hold what the parent counted before the
+    fork (its loops are inherited, never closed or leaked in the child), which is left out.
+    """
+    now = _counted()
+    return (
+        now[0] - _counted_by_parent[0],
+        now[1] - _counted_by_parent[1],
+        now[2] - _counted_by_parent[2],
+    )
 
 
 def report_at_exit(out: TextIO | None = None) -> None:
@@ -106,3 +129,7 @@ def report_at_exit(out: TextIO | None = None) -> None:
     if leaked_now:
         line += f" ({len(leaked_now)} open at exit)"
     print(f"tracedpolicy at exit: {line}", file=out)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
