@@ -641,8 +641,9 @@ def hooked_methods() -> list[Callable[[], Any]]:
         lambda: asyncio.SelectorEventLoop.__init__,  # inherited
         lambda: vars(BaseEventLoop)["__init__"],  # the attribute itself, unbound
     ]
-    if hasattr(asyncio, "Runner"):
-        reached.append(lambda: asyncio.Runner._lazy_init)
+    runner_class: Any = getattr(asyncio, "Runner", None)
+    if runner_class is not None:
+        reached.append(lambda: runner_class._lazy_init)
     return reached
 
 
@@ -660,7 +661,9 @@ def test_hooked_methods_pickle_and_copy_as_bare() -> None:
     from pickletools import optimize
 
     protocols = range(pickle.HIGHEST_PROTOCOL + 1)
-    bare = [[pickle.dumps(reach(), protocol) for protocol in protocols] for reach in hooked_methods()]
+    bare = [
+        [pickle.dumps(reach(), protocol) for protocol in protocols] for reach in hooked_methods()
+    ]
     tracedpolicy.instrument()
     for reach, bare_pickles in zip(hooked_methods(), bare):
         method = reach()

@@ -21,7 +21,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import wrapt
 
@@ -84,7 +84,7 @@ class _UvloopFinder(importlib.abc.MetaPathFinder):
             spec: importlib.machinery.ModuleSpec | None = find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _HookingLoader(spec.loader)
+                    spec.loader = cast(importlib.abc.Loader, _HookingLoader(spec.loader))
                 return spec
         return None
 
