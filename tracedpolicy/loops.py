@@ -213,6 +213,20 @@ def thread_state_of(holder: object) -> dict[str, Any] | None:
     return state if isinstance(state, dict) else None
 
 
+class Expected:
+    """A loop constructed inside a layer that records it once the layer returns (see
+    :mod:`tracedpolicy.making`): where it was constructed, and whether it closed meanwhile."""
+
+    __slots__ = ("closed_monotonic", "created_at", "created_monotonic", "site", "stack")
+
+    def __init__(self, site: CreationSite | None, stack: tuple[str, ...]) -> None:
+        self.site = site
+        self.stack = stack
+        self.created_at = time.time()
+        self.created_monotonic = time.monotonic()
+        self.closed_monotonic: float | None = None
+
+
 class _ThreadLoops(threading.local):
     """This thread's current loop per policy state holder (with that holder's own state for
     this thread, where it has one), and the sentinel that outlives nothing."""
@@ -236,6 +250,9 @@ class LoopRegistry:
         #: calls ``__del__`` methods after that, and an owner's may still close the loop.
         self._dying: dict[int, LoopRecord] = {}
         self._collecting = False
+        #: Loops constructed inside a layer that has not recorded them yet, by id (the layer
+        #: holds each one until it does, so the id stays its own).
+        self._expected: dict[int, Expected] = {}
         #: How many frames above the creation site to keep (0: the site only).
         self.stack_depth = 0
         self.closed_listeners: list[Callable[[LoopRecord, float], None]] = []
@@ -244,15 +261,32 @@ class LoopRegistry:
         #: Told of each loop as it becomes tracked (loop health watches it from then on).
         self.tracked_listeners: list[Callable[[LoopRecord, Loop], None]] = []
 
-    def record_for(self, loop: Loop, origin: str, creator: str, tracked: bool) -> LoopRecord | None:
-        """The loop's record, made on first sight; None for a loop that takes no weakref."""
+    def record_for(
+        self,
+        loop: Loop,
+        origin: str,
+        creator: str,
+        tracked: bool,
+        expected: Expected | None = None,
+    ) -> LoopRecord | None:
+        """The loop's record, made on first sight; None for a loop that takes no weakref.
+
+        ``expected``: when and where it was made, if not here and now (:meth:`expect`).
+        """
         key = id(loop)
         record = self._records.get(key)
         if record is not None and record.loop is loop:
             if tracked and not record.tracked:
-                self._track(record, loop, origin, creator)
+                self._track(record, loop, origin, creator, expected)
             return record
-        site, stack = capture_site(self.stack_depth, loop) if tracked else (None, ())
+        site: CreationSite | None
+        stack: tuple[str, ...]
+        if not tracked:
+            site, stack = None, ()
+        elif expected is not None:
+            site, stack = expected.site, expected.stack
+        else:
+            site, stack = capture_site(self.stack_depth, loop)
         record = LoopRecord(
             loop_id=next(self._ids),
             origin=origin,
@@ -260,8 +294,8 @@ class LoopRegistry:
             loop_class=class_name(type(loop)),
             thread_id=threading.get_ident(),
             thread_name=current_thread_name(),
-            created_at=time.time(),
-            created_monotonic=time.monotonic(),
+            created_at=time.time() if expected is None else expected.created_at,
+            created_monotonic=time.monotonic() if expected is None else expected.created_monotonic,
             tracked=tracked,
             site=site,
             stack=stack,
@@ -280,14 +314,32 @@ class LoopRegistry:
                 _notify(self.tracked_listeners, record, loop)
         return record
 
-    def _track(self, record: LoopRecord, loop: Loop, origin: str, creator: str) -> None:
+    def _track(
+        self, record: LoopRecord, loop: Loop, origin: str, creator: str, expected: Expected | None
+    ) -> None:
         """A loop first handed to tracedpolicy (set) turns out to be made by a traced layer."""
         record.origin, record.creator = origin, creator
-        record.site, record.stack = capture_site(self.stack_depth, loop)
+        if expected is None:
+            record.site, record.stack = capture_site(self.stack_depth, loop)
+        else:
+            record.site, record.stack = expected.site, expected.stack
+            record.created_at = expected.created_at
+            record.created_monotonic = expected.created_monotonic
         record.tracked = True
         record.close_hooked = _hook_close(loop)
         if self.tracked_listeners:
             _notify(self.tracked_listeners, record, loop)
+
+    def expect(self, loop: Loop) -> None:
+        """``loop`` was just constructed inside a layer that records it only once it returns
+        (a factory, a policy's ``new_event_loop``): note where, and see its close meanwhile."""
+        self._expected[id(loop)] = Expected(*capture_site(self.stack_depth, loop))
+        _hook_close(loop)
+
+    def settle(self, loop: Loop) -> Expected | None:
+        """The layer that constructed ``loop`` returned: what :meth:`expect` noted, forgotten
+        here (None if it was not expected)."""
+        return self._expected.pop(id(loop), None)
 
     def last_id(self) -> int:
         """The id of the newest record: a loop seen after this call gets a larger one."""
@@ -363,11 +415,16 @@ class LoopRegistry:
             end = weakref.finalize(sentinel, self._thread_ended, ident, threads.current)
             end.atexit = False  # the main thread's loops are open_at_exit's business
 
-    def closed(self, loop: Loop) -> None:
-        """``loop.close()`` returned: mark its record closed, if it has one."""
+    def closed(self, loop: Loop, at: float | None = None) -> None:
+        """``loop.close()`` returned (at ``at``, a ``time.monotonic()``, if not now): mark its
+        record closed, if it has one, or its expectation (:meth:`expect`)."""
         record = self._records.get(id(loop))
         if record is not None and record.tracked and record.loop is loop:
-            self._closed(record, loop)
+            self._closed(record, loop, at)
+            return
+        expected = self._expected.get(id(loop))
+        if expected is not None and expected.closed_monotonic is None and loop.is_closed():
+            expected.closed_monotonic = time.monotonic()
             return
         if self._dying:
             self._closed_while_dying(loop)
@@ -407,6 +464,7 @@ class LoopRegistry:
         """
         self._pending.clear()
         self._dying.clear()
+        self._expected.clear()  # a parent's thread was making them
         self._threads = _ThreadLoops()
         for record in self.records():
             record.inherited = True
@@ -415,13 +473,13 @@ class LoopRegistry:
         # making a record and counting its loop when the fork happened.
         _notify(self.inherited_listeners)
 
-    def _closed(self, record: LoopRecord, loop: Loop) -> None:
+    def _closed(self, record: LoopRecord, loop: Loop, at: float | None = None) -> None:
         if not loop.is_closed():
             return  # close() returned but the loop is still open (a subclass's choice)
         with self._lock:
             if record.closed or record.leaked or record.inherited:
                 return  # closing twice counts once; a leak stays a leak
-            record.closed_monotonic = time.monotonic()
+            record.closed_monotonic = time.monotonic() if at is None else at
         _notify(self.closed_listeners, record, record.age())
         release_unused_close_hooks()
 

@@ -4,7 +4,9 @@ A traced loop factory may call a traced policy, whose base calls a loop class wh
 is hooked: three layers, one loop. The outermost layer records it, since its origin tells the
 user most (the factory they passed, the policy they set); the layers inside only pass the call
 through. A loop constructed inside a layer that does not hand it back (a factory that makes two
-and returns one) is recorded after that layer, as constructed.
+and returns one, a policy that makes a probe loop and closes it) is recorded after that layer,
+as constructed, where and when its constructor ran; its close is seen whenever it comes, also
+before the layer returns (the registry expects the loop from its construction on).
 """
 
 from __future__ import annotations
@@ -77,14 +79,19 @@ def note_constructed(loop: Loop) -> bool:
     if making.constructed is None:
         making.constructed = []
     making.constructed.append(loop)
+    REGISTRY.expect(loop)
     return True
 
 
 def record_strays(making: Making | None, returned: object) -> None:
-    """Record the loops constructed under ``making`` that its layer did not hand back."""
+    """Record the loops constructed under ``making`` that its layer did not hand back, and
+    count the closes of those (and of the one it handed back) that came before now."""
     if making is None or making.constructed is None:
         return
     for loop in making.constructed:
+        expected = REGISTRY.settle(loop)
         if loop is not returned and not REGISTRY.tracks(loop):
             recorder = recorder_for(class_name(type(loop)), CONSTRUCTOR)
-            recorder.record_after(NEW_EVENT_LOOP, loop=loop)
+            recorder.record_after(NEW_EVENT_LOOP, loop=loop, expected=expected)
+        if expected is not None and expected.closed_monotonic is not None:
+            REGISTRY.closed(loop, at=expected.closed_monotonic)

@@ -29,6 +29,7 @@ from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import (
     LEAK_REASONS,
     REGISTRY,
+    Expected,
     LoopRecord,
     class_name,
     current_thread_name,
@@ -221,6 +222,7 @@ class Operation:
 
     __slots__ = (
         "error",
+        "expected",
         "handle",
         "kind",
         "loop",
@@ -244,6 +246,8 @@ class Operation:
         #: The object that keeps the policy's state (a wrapper's base): a thread's current loop
         #: is tracked per such object.
         self.owner: Any = None
+        #: When and where a loop seen only afterwards was constructed, if that is known.
+        self.expected: Expected | None = None
         self.start_ns = time.time_ns()
         self.start = time.perf_counter()
 
@@ -333,6 +337,7 @@ class Recorder:
         start_ns: int | None = None,
         error: BaseException | None = None,
         owner: Any = None,
+        expected: Expected | None = None,
     ) -> None:
         """Record a call that already happened (no span could be open around it)."""
         try:
@@ -340,7 +345,7 @@ class Recorder:
             op.result, op.loop, op.measured = result, loop, False
             if start_ns is not None:
                 op.start_ns = start_ns
-            op.owner = owner
+            op.owner, op.expected = owner, expected
         except Exception as failure:
             record_internal_error("recorder", failure)
             return
@@ -374,7 +379,7 @@ class Recorder:
         if isinstance(loop, asyncio.AbstractEventLoop):  # a factory may hand back a stand-in
             # A loop handed out again (a factory returning an old one) was made only once.
             created = op.kind == NEW_EVENT_LOOP and op.error is None and not REGISTRY.tracks(loop)
-            loop_record = REGISTRY.record_for(loop, self.origin, self.creator, created)
+            loop_record = REGISTRY.record_for(loop, self.origin, self.creator, created, op.expected)
             loop_class = loop_record.loop_class if loop_record else class_name(type(loop))
             if created:
                 thread_state.creations += 1
