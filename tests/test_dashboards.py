@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +37,8 @@ MACROS = {
     "$__range": "5m",
     '"$origin"': '".*"',
     '"$creator"': '".*"',
+    '"$job"': '".*"',
+    '"$instance"': '".*"',
 }
 
 
@@ -48,6 +51,25 @@ def panel_queries() -> dict[str, str]:
                 expr = expr.replace(macro, value)
             queries[f"{panel['title']} / {target['legendFormat']}"] = expr
     return queries
+
+
+def test_every_query_can_be_narrowed_to_one_job_and_instance() -> None:
+    """A Prometheus scraping several services: each query takes the job and instance chosen
+    (the variables' own queries take those chosen before them)."""
+    every: tuple[str, ...] = ("$job", "$instance")
+    narrowed = {"job": (), "instance": ("$job",)}
+    queries = [(t["expr"], every) for panel in DASHBOARD["panels"] for t in panel["targets"]]
+    queries += [
+        (v["definition"], narrowed.get(v["name"], every))
+        for v in DASHBOARD["templating"]["list"]
+        if v["type"] == "query"
+    ]
+    for expr, variables in queries:
+        selectors = re.findall(r"\b(?:asyncio|tracedpolicy)_[a-z_]+(\{[^}]*\})?", expr)
+        assert selectors, expr
+        for variable in variables:
+            label = variable.lstrip("$")
+            assert all(f'{label}=~"{variable}"' in found for found in selectors), expr
 
 
 def rule_queries() -> dict[str, str]:
@@ -72,13 +94,20 @@ def test_compose_has_the_four_services_and_publishes_on_loopback_only() -> None:
     assert "python -m tracedpolicy demo" in services["demo"]["command"]
 
 
-def test_every_panel_uses_the_provisioned_datasource() -> None:
-    datasources = yaml.safe_load(
-        (DASHBOARDS / "grafana/provisioning/datasources/prometheus.yml").read_text()
+def test_every_panel_and_variable_uses_the_chosen_datasource() -> None:
+    """No datasource uid written in: the dashboard imports into any Grafana, where the user
+    picks their Prometheus, as Grafana's published dashboards do."""
+    variables = {variable["name"]: variable for variable in DASHBOARD["templating"]["list"]}
+    assert list(variables)[:3] == ["datasource", "job", "instance"]
+    assert (variables["datasource"]["type"], variables["datasource"]["query"]) == (
+        "datasource",
+        "prometheus",
     )
-    (uid,) = [source["uid"] for source in datasources["datasources"]]
+    chosen = {"type": "prometheus", "uid": "${datasource}"}
+    assert all(panel["datasource"] == chosen for panel in DASHBOARD["panels"])
+    assert all(v["datasource"] == chosen for v in variables.values() if v["type"] == "query")
+    assert "prometheus" not in json.dumps(DASHBOARD).replace('"prometheus"', "")
     assert DASHBOARD["uid"] == "tracedpolicy"
-    assert {panel["datasource"]["uid"] for panel in DASHBOARD["panels"]} == {uid}
     ids = [panel["id"] for panel in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
 
