@@ -49,3 +49,19 @@ def test_cpythons_runner_and_policy_tests_pass_with_every_loop_traced(health: bo
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "SUCCESS" in done.stdout
+
+
+def test_cpythons_tests_get_sigints_default_handler_even_where_it_is_ignored() -> None:
+    """Where SIGINT is ignored, test_asyncio_run_without_uncancel interrupts itself in vain and
+    spins until its timeout, its memory growing by gigabytes (bare CPython, measured)."""
+    shows = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    ignoring = (
+        "import signal, subprocess, sys; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+        " sys.exit(subprocess.call(sys.argv[1:]))"
+    )
+    outputs = []
+    for wrapper in ((), (sys.executable, "-c", WITH_SIGINT_DEFAULT)):
+        command = [sys.executable, "-c", ignoring, *wrapper, sys.executable, "-c", shows]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        outputs.append(done.stdout)
+    assert outputs == ["False\n", "True\n"]
