@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -231,3 +233,88 @@ def test_every_dashboard_and_alert_query_runs_and_the_panels_have_data(live: Pro
     rules = get_json(f"{live.url}/api/v1/rules")["data"]["groups"]
     assert [(g["name"], len(g["rules"])) for g in rules] == [("tracedpolicy", 5)]
     assert all(rule["health"] == "ok" for rule in rules[0]["rules"])
+
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def read_only_copy(destination: Path) -> Path:
+    """The clone as the compose file mounts it (``.:/src:ro``): every file and folder read-only."""
+    shutil.copytree(
+        ROOT,
+        destination,
+        ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info"),
+    )
+    for path in [destination, *destination.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    return destination
+
+
+MOUNT_READ_ONLY = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+
+
+def as_on_a_read_only_mount(command: list[str], source: Path) -> list[str]:
+    """``command`` with ``source`` read-only for it, as the container's root user sees ``/src``.
+
+    A user who is not root cannot write the read-only copy anyway; root can write anything but
+    a read-only mount, so there the command runs in a mount namespace of its own.
+    """
+    if os.getuid() != 0:
+        return command
+    wrapped = ["unshare", "-m", "sh", "-c", MOUNT_READ_ONLY, "sh", str(source)]
+    probe = subprocess.run([*wrapped, "touch", str(source / "probe")], capture_output=True)
+    if probe.returncode == 0 or b"Read-only file system" not in probe.stderr:
+        pytest.skip(f"no read-only mount here for root: {probe.stderr.decode()[-200:]}")
+    return [*wrapped, *command]
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="the container runs a POSIX shell")
+def test_the_compose_demo_installs_from_a_read_only_mount_and_serves(tmp_path: Path) -> None:
+    """The demo service's own command (no Docker engine here), its paths pointed at a
+    read-only copy of the clone and its port at a free one on loopback, as its user (root)."""
+    source = read_only_copy(tmp_path / "src")
+    work = tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    script = shlex.split(COMPOSE["services"]["demo"]["command"])
+    assert script[:2] == ["sh", "-c"]
+    command = re.sub(r"(/tmp)?/src\b", lambda m: str(work / "src" if m[1] else source), script[2])
+    command = command.replace("9464", str(port)).replace("0.0.0.0", "127.0.0.1")
+    # A Python of its own that sees this one's packages (pip, the dependencies) but not
+    # tracedpolicy's checkout: what pip installs into it is what runs.
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    outer = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "outer.pth").write_text("\n".join(outer) + "\n")
+    env = {
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(work),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    demo = subprocess.Popen(
+        as_on_a_read_only_mount(["sh", "-c", command], source),
+        cwd=source,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        report = ""
+        while "demo.py" not in report and demo.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/loops", timeout=10) as page:
+                    report = page.read().decode()
+            except OSError:
+                time.sleep(0.5)  # installing, then starting: polled under a deadline
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    assert "demo.py" in report, out + err
+    # pip installed the copy (with the otlp extra's exporter) where the container's pip would.
+    installed = {path.name.split("-")[0] for path in site.glob("*.dist-info")}
+    assert "tracedpolicy" in installed, installed
