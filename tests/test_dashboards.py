@@ -318,3 +318,13 @@ def test_the_compose_demo_installs_from_a_read_only_mount_and_serves(tmp_path: P
     # pip installed the copy (with the otlp extra's exporter) where the container's pip would.
     installed = {path.name.split("-")[0] for path in site.glob("*.dist-info")}
     assert "tracedpolicy" in installed, installed
+
+
+def test_the_readme_names_every_dashboard_variable_and_alert() -> None:
+    readme = (ROOT / "README.md").read_text()
+    text = readme[readme.index("## Dashboards\n") :]
+    text = text[: text.index("\n## ", 1)]
+    variables = [variable["name"] for variable in DASHBOARD["templating"]["list"]]
+    alerts = [rule["alert"] for group in RULES["groups"] for rule in group["rules"]]
+    assert [name for name in [*variables, *alerts] if f"`{name}`" not in text] == []
+    assert "`policy` variable" not in text

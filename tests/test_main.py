@@ -380,8 +380,8 @@ def test_run_of_a_module_named_as_a_file_says_what_was_meant(tmp_path: Path) -> 
     done = tracedpolicy_command("run", "json.tool", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "tracedpolicy run: no file 'json.tool', but a module of that name: did you mean"
-        " `python -m tracedpolicy run -m json.tool`?\n"
+        "tracedpolicy run: no file 'json.tool', but a module of that name: run it with -m"
+        " (python -m tracedpolicy run -m json.tool)\n"
     )
 
 

@@ -121,8 +121,8 @@ def _module_hint(target: str) -> str:
     if not found:
         return ""
     return (
-        f"tracedpolicy run: no file {target!r}, but a module of that name: did you mean"
-        f" `python -m tracedpolicy run -m {target}`?"
+        f"tracedpolicy run: no file {target!r}, but a module of that name: run it with -m"
+        f" (python -m tracedpolicy run -m {target})"
     )
 
 
