@@ -79,6 +79,7 @@ def run_program(target: str, arguments: list[str], as_module: bool) -> int:
             file=sys.stderr,
         )
         return 2
+    shown = target
     if not as_module and not os.path.exists(target):
         command = _python_command(target)
         if command is not None:
@@ -88,6 +89,8 @@ def run_program(target: str, arguments: list[str], as_module: bool) -> int:
             if hint:
                 print(hint, file=sys.stderr)
                 return 2
+    if not _quiet(os.environ) and sys.stderr.isatty():  # the launcher's alone: the program's
+        print(banner(shown, as_module, os.environ), file=sys.stderr)  # stderr stays its own
     bootstrap.run(target, arguments, as_module)
 
 
@@ -281,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         failed = _checked_environment("run")
         if failed:
             return failed
-        if not _quiet(os.environ) and sys.stderr.isatty():
-            print(banner(target, as_module, os.environ), file=sys.stderr)
         return run_program(target, arguments, as_module=as_module)
     args = parser.parse_args(words)
     if args.command == "report":  # it reads another process: this one's variables are moot
