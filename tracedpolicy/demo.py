@@ -377,9 +377,12 @@ def abandoned_loops_finalized_quietly() -> Iterator[None]:
     """
     previous = sys.unraisablehook
 
+    finalizer = asyncio.base_events.BaseEventLoop.__del__.__code__
+
     def hook(unraisable: Any) -> None:
-        where = getattr(unraisable.object, "__qualname__", "")
-        if where == "BaseEventLoop.__del__" and isinstance(unraisable.exc_value, ValueError):
+        trace = unraisable.exc_traceback  # its first frame: where it was raised from
+        code = trace.tb_frame.f_code if trace is not None else None
+        if code is finalizer and isinstance(unraisable.exc_value, ValueError):
             return
         previous(unraisable)
 
