@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -36,6 +39,8 @@ MACROS = {
     "$__range": "5m",
     '"$origin"': '".*"',
     '"$creator"': '".*"',
+    '"$job"': '".*"',
+    '"$instance"': '".*"',
 }
 
 
@@ -48,6 +53,25 @@ def panel_queries() -> dict[str, str]:
                 expr = expr.replace(macro, value)
             queries[f"{panel['title']} / {target['legendFormat']}"] = expr
     return queries
+
+
+def test_every_query_can_be_narrowed_to_one_job_and_instance() -> None:
+    """A Prometheus scraping several services: each query takes the job and instance chosen
+    (the variables' own queries take those chosen before them)."""
+    every: tuple[str, ...] = ("$job", "$instance")
+    narrowed = {"job": (), "instance": ("$job",)}
+    queries = [(t["expr"], every) for panel in DASHBOARD["panels"] for t in panel["targets"]]
+    queries += [
+        (v["definition"], narrowed.get(v["name"], every))
+        for v in DASHBOARD["templating"]["list"]
+        if v["type"] == "query"
+    ]
+    for expr, variables in queries:
+        selectors = re.findall(r"\b(?:asyncio|tracedpolicy)_[a-z_]+(\{[^}]*\})?", expr)
+        assert selectors, expr
+        for variable in variables:
+            label = variable.lstrip("$")
+            assert all(f'{label}=~"{variable}"' in found for found in selectors), expr
 
 
 def rule_queries() -> dict[str, str]:
@@ -72,13 +96,20 @@ def test_compose_has_the_four_services_and_publishes_on_loopback_only() -> None:
     assert "python -m tracedpolicy demo" in services["demo"]["command"]
 
 
-def test_every_panel_uses_the_provisioned_datasource() -> None:
-    datasources = yaml.safe_load(
-        (DASHBOARDS / "grafana/provisioning/datasources/prometheus.yml").read_text()
+def test_every_panel_and_variable_uses_the_chosen_datasource() -> None:
+    """No datasource uid written in: the dashboard imports into any Grafana, where the user
+    picks their Prometheus, as Grafana's published dashboards do."""
+    variables = {variable["name"]: variable for variable in DASHBOARD["templating"]["list"]}
+    assert list(variables)[:3] == ["datasource", "job", "instance"]
+    assert (variables["datasource"]["type"], variables["datasource"]["query"]) == (
+        "datasource",
+        "prometheus",
     )
-    (uid,) = [source["uid"] for source in datasources["datasources"]]
+    chosen = {"type": "prometheus", "uid": "${datasource}"}
+    assert all(panel["datasource"] == chosen for panel in DASHBOARD["panels"])
+    assert all(v["datasource"] == chosen for v in variables.values() if v["type"] == "query")
+    assert "prometheus" not in json.dumps(DASHBOARD).replace('"prometheus"', "")
     assert DASHBOARD["uid"] == "tracedpolicy"
-    assert {panel["datasource"]["uid"] for panel in DASHBOARD["panels"]} == {uid}
     ids = [panel["id"] for panel in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
 
@@ -202,3 +233,98 @@ def test_every_dashboard_and_alert_query_runs_and_the_panels_have_data(live: Pro
     rules = get_json(f"{live.url}/api/v1/rules")["data"]["groups"]
     assert [(g["name"], len(g["rules"])) for g in rules] == [("tracedpolicy", 5)]
     assert all(rule["health"] == "ok" for rule in rules[0]["rules"])
+
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def read_only_copy(destination: Path) -> Path:
+    """The clone as the compose file mounts it (``.:/src:ro``): every file and folder read-only."""
+    shutil.copytree(
+        ROOT,
+        destination,
+        ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info"),
+    )
+    for path in [destination, *destination.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    return destination
+
+
+MOUNT_READ_ONLY = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+
+
+def as_on_a_read_only_mount(command: list[str], source: Path) -> list[str]:
+    """``command`` with ``source`` read-only for it, as the container's root user sees ``/src``.
+
+    A user who is not root cannot write the read-only copy anyway; root can write anything but
+    a read-only mount, so there the command runs in a mount namespace of its own.
+    """
+    if os.getuid() != 0:
+        return command
+    wrapped = ["unshare", "-m", "sh", "-c", MOUNT_READ_ONLY, "sh", str(source)]
+    probe = subprocess.run([*wrapped, "touch", str(source / "probe")], capture_output=True)
+    if probe.returncode == 0 or b"Read-only file system" not in probe.stderr:
+        pytest.skip(f"no read-only mount here for root: {probe.stderr.decode()[-200:]}")
+    return [*wrapped, *command]
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="the container runs a POSIX shell")
+def test_the_compose_demo_installs_from_a_read_only_mount_and_serves(tmp_path: Path) -> None:
+    """The demo service's own command (no Docker engine here), its paths pointed at a
+    read-only copy of the clone and its port at a free one on loopback, as its user (root)."""
+    source = read_only_copy(tmp_path / "src")
+    work = tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    script = shlex.split(COMPOSE["services"]["demo"]["command"])
+    assert script[:2] == ["sh", "-c"]
+    command = re.sub(r"(/tmp)?/src\b", lambda m: str(work / "src" if m[1] else source), script[2])
+    command = command.replace("9464", str(port)).replace("0.0.0.0", "127.0.0.1")
+    # A Python of its own that sees this one's packages (pip, the dependencies) but not
+    # tracedpolicy's checkout: what pip installs into it is what runs.
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    outer = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "outer.pth").write_text("\n".join(outer) + "\n")
+    env = {
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(work),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    demo = subprocess.Popen(
+        as_on_a_read_only_mount(["sh", "-c", command], source),
+        cwd=source,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        report = ""
+        while "demo.py" not in report and demo.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/loops", timeout=10) as page:
+                    report = page.read().decode()
+            except OSError:
+                time.sleep(0.5)  # installing, then starting: polled under a deadline
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    assert "demo.py" in report, out + err
+    # pip installed the copy (with the otlp extra's exporter) where the container's pip would.
+    installed = {path.name.split("-")[0] for path in site.glob("*.dist-info")}
+    assert "tracedpolicy" in installed, installed
+
+
+def test_the_readme_names_every_dashboard_variable_and_alert() -> None:
+    readme = (ROOT / "README.md").read_text()
+    text = readme[readme.index("## Dashboards\n") :]
+    text = text[: text.index("\n## ", 1)]
+    variables = [variable["name"] for variable in DASHBOARD["templating"]["list"]]
+    alerts = [rule["alert"] for group in RULES["groups"] for rule in group["rules"]]
+    assert [name for name in [*variables, *alerts] if f"`{name}`" not in text] == []
+    assert "`policy` variable" not in text

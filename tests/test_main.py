@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,11 +67,8 @@ def tracedpolicy_command(
     )
 
 
-@pytest.mark.parametrize(
-    "command",
-    [["run", "app.py"], ["demo", "--seconds", "1"], ["report", "http://127.0.0.1:1"]],
-)
-def test_every_command_refuses_a_bad_variable_in_one_line(
+@pytest.mark.parametrize("command", [["run", "app.py"], ["demo", "--seconds", "1"]])
+def test_every_command_that_uses_the_variables_refuses_a_bad_variable_in_one_line(
     command: list[str], tmp_path: Path
 ) -> None:
     (tmp_path / "app.py").write_text("print('started')")
@@ -102,7 +100,7 @@ def test_run_without_a_target_says_what_is_needed() -> None:
     done = tracedpolicy_command("run")
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == (
-        "tracedpolicy run: error: the following argument is required: target"
+        "python -m tracedpolicy run: error: the following argument is required: target"
         " (a script, or -m and a module)"
     )
 
@@ -133,13 +131,17 @@ def test_a_busy_metrics_port_is_one_line_saying_what_to_do(command: str, tmp_pat
                 "run", "app.py", env={"TRACEDPOLICY_METRICS_PORT": port}, cwd=tmp_path
             )
             assert (done.returncode, done.stdout) == (0, "app ran\n")  # the app goes on
-        else:
+            assert done.stderr == (
+                f"tracedpolicy: no /metrics on 127.0.0.1:{port} (Address already in use): choose"
+                " a free port (0: any free one); tracing goes on\n"
+            )
+        else:  # the demo is nothing without its metrics: it stops, and does not say otherwise
             done = tracedpolicy_command("demo", "--port", port, "--seconds", "1", cwd=tmp_path)
-            assert done.returncode == 1
-    assert done.stderr == (
-        f"tracedpolicy: no /metrics on 127.0.0.1:{port} (Address already in use): choose a free"
-        " port (0: any free one); tracing goes on\n"
-    )
+            assert (done.returncode, done.stdout) == (1, "")
+            assert done.stderr == (
+                f"tracedpolicy demo: cannot serve /metrics on 127.0.0.1:{port} (Address already"
+                " in use): choose a free port (--port 0: any free one)\n"
+            )
 
 
 SEES_ITSELF = """
@@ -230,3 +232,176 @@ def test_the_launcher_imports_nothing_from_the_working_directory(tmp_path: Path)
         done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=60)
         outputs.append((done.returncode, done.stdout, done.stderr))
     assert outputs[0] == outputs[1] == (0, "program ran\n", "")
+
+
+SHOWS_ARGV = "import sys\nprint(sys.argv)\n"
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--", "a"], ["a", "--", "-m", "b"], ["--"], ["-m", "x", "--help"], ["-", "--", "--"]],
+)
+def test_run_passes_the_programs_arguments_on_exactly_as_python_does(
+    arguments: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "args.py").write_text(SHOWS_ARGV)
+    (tmp_path / "showargs.py").write_text(SHOWS_ARGV)
+    for target in (["args.py"], ["-m", "showargs"], ["-mshowargs"]):
+        bare = subprocess.run(
+            [sys.executable, *target, *arguments],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        traced = tracedpolicy_command("run", *target, *arguments, cwd=tmp_path)
+        assert (traced.returncode, traced.stdout, traced.stderr) == (
+            bare.returncode,
+            bare.stdout,
+            bare.stderr,
+        )
+        assert "'--'" in bare.stdout or "--" not in arguments
+
+
+def test_run_of_pytest_gets_the_command_line_bare_pytest_gets(tmp_path: Path) -> None:
+    """``-- -k x``: what pytest makes of it, traced as bare (``--`` included)."""
+    (tmp_path / "test_one.py").write_text("def test_x():\n    pass\n")
+    shows = "def pytest_configure(config):\n    print('args', config.invocation_params.args)\n"
+    (tmp_path / "conftest.py").write_text(shows)
+    outputs = []
+    for launcher in ([sys.executable], [sys.executable, "-m", "tracedpolicy", "run"]):
+        command = [*launcher, "-m", "pytest", "--", "-k", "nothing"]
+        env = {**os.environ, "PYTEST_ADDOPTS": "-p no:cacheprovider"}
+        done = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+        )
+        timeless = re.sub(r" in [0-9.]+s ", " in Ts ", done.stdout)
+        outputs.append((done.returncode, timeless, done.stderr))
+    assert outputs[0] == outputs[1]
+    assert "args ('--', '-k', 'nothing')" in outputs[0][1]
+
+
+def at_a_terminal(command: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Run ``command`` with its stderr (and stdin, stdout) on a pseudo-terminal: its output."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+            env={**os.environ, **env},
+            cwd=cwd,
+        )
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: every end of the terminal is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return process.wait(timeout=60), b"".join(chunks).decode().replace("\r\n", "\n")
+    finally:
+        os.close(primary)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
+def test_run_at_a_terminal_says_in_one_line_what_is_on_and_where_to_look(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("print('app ran')\n")
+    command = [sys.executable, "-m", "tracedpolicy", "run", "app.py"]
+    code, shown = at_a_terminal(command, {}, tmp_path)
+    assert code == 0
+    banner, ran = shown.splitlines()
+    assert ran == "app ran"
+    assert banner == (
+        "tracedpolicy: tracing every event loop of app.py; loop health off"
+        " (TRACEDPOLICY_HEALTH=1); no /metrics (TRACEDPOLICY_METRICS_PORT=9464 serves one)"
+        " (TRACEDPOLICY_QUIET=1 hides this line)"
+    )
+    env = {"TRACEDPOLICY_HEALTH": "1", "TRACEDPOLICY_METRICS_PORT": "0"}
+    code, shown = at_a_terminal([*command[:-1], "-m", "app"], env, tmp_path)
+    lines = shown.splitlines()
+    assert code == 0 and lines[0] == (
+        "tracedpolicy: tracing every event loop of -m app; loop health on; /metrics and /loops"
+        " on 127.0.0.1:any free port (TRACEDPOLICY_QUIET=1 hides this line)"
+    )
+    assert lines[1].startswith("tracedpolicy: metrics on http://127.0.0.1:") and lines[2:] == [
+        "app ran"
+    ]
+    code, shown = at_a_terminal(command, {"TRACEDPOLICY_QUIET": "1"}, tmp_path)
+    assert (code, shown) == (0, "app ran\n")
+
+
+def test_run_help_names_every_variable_and_the_help_is_plain_text() -> None:
+    from tracedpolicy.options import VARIABLES
+
+    top = tracedpolicy_command("--help")
+    assert top.returncode == 0
+    assert top.stdout.splitlines()[0] == "usage: python -m tracedpolicy [-h] {run,demo,report} ..."
+    help_text = tracedpolicy_command("run", "--help")
+    assert help_text.returncode == 0
+    for name in VARIABLES:
+        assert f"\n  {name} " in help_text.stdout
+    demo_help = tracedpolicy_command("demo", "--help").stdout
+    assert "Worker threads make, set, hit, miss and leak event loops" in demo_help
+    for text in (top.stdout, help_text.stdout, demo_help):
+        assert "``" not in text and ":func:" not in text and ":mod:" not in text
+
+
+def test_a_misspelt_variable_is_said_once_with_the_closest_name(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("import asyncio\nasyncio.run(asyncio.sleep(0))\nprint('ok')\n")
+    done = tracedpolicy_command("run", "app.py", env={"TRACEDPOLICY_HELTH": "1"}, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "ok\n")
+    assert done.stderr == (
+        "tracedpolicy: unknown environment variable TRACEDPOLICY_HELTH is ignored;"
+        " did you mean TRACEDPOLICY_HEALTH?\n"
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="console scripts are .exe files there")
+def test_run_of_a_console_script_runs_it_as_the_shell_would(tmp_path: Path) -> None:
+    """``run uvicorn app:app``, as ``opentelemetry-instrument uvicorn app:app`` teaches."""
+    pytest.importorskip("uvicorn")
+    path = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    bare = subprocess.run(
+        ["uvicorn", "--version"], capture_output=True, text=True, env={**os.environ, **path}
+    )
+    traced = tracedpolicy_command("run", "uvicorn", "--version", env=path, cwd=tmp_path)
+    assert bare.returncode == 0 and "uvicorn" in bare.stdout
+    assert (traced.returncode, traced.stdout, traced.stderr) == (0, bare.stdout, bare.stderr)
+
+
+def test_run_of_a_module_named_as_a_file_says_what_was_meant(tmp_path: Path) -> None:
+    done = tracedpolicy_command("run", "json.tool", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "tracedpolicy run: no file 'json.tool', but a module of that name: run it with -m"
+        " (python -m tracedpolicy run -m json.tool)\n"
+    )
+
+
+@pytest.mark.parametrize("given", ["{port}", "127.0.0.1:{port}", "http://127.0.0.1:{port}/"])
+def test_report_takes_a_port_or_an_address_and_ignores_this_processs_variables(
+    given: str,
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    done = tracedpolicy_command(
+        "report", given.format(port=port), env={"TRACEDPOLICY_METRICS_PORT": "http"}
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"tracedpolicy report: could not read http://127.0.0.1:{port}/loops: "
+    )
+
+
+def test_report_of_something_not_an_address_is_one_line() -> None:
+    done = tracedpolicy_command("report", "ftp://host")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("tracedpolicy report: expected an http URL with a port")

@@ -153,3 +153,52 @@ def test_a_server_beyond_loopback_is_allowed_and_said_once(
         prometheus.shutdown_servers()
     said = [r.getMessage() for r in caplog.records if "beyond this host" in r.getMessage()]
     assert len(said) == 1 and "0.0.0.0" in said[0]
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_known_one() -> None:
+    from tracedpolicy.options import VARIABLES, unknown_variables
+
+    environ = {name: "1" for name in VARIABLES}
+    environ.update(TRACEDPOLICY_BOOTSTRAP="main", TRACEDPOLICY_REQUIRE_PROMTOOL="1", PATH="/")
+    assert unknown_variables(environ) == []
+    environ.update(TRACEDPOLICY_HELTH="1", TRACEDPOLICY_METRIC_PORT="9464", TRACEDPOLICY_ZZZ="")
+    lines = unknown_variables(environ)
+    assert lines[:2] == [
+        "tracedpolicy: unknown environment variable TRACEDPOLICY_HELTH is ignored;"
+        " did you mean TRACEDPOLICY_HEALTH?",
+        "tracedpolicy: unknown environment variable TRACEDPOLICY_METRIC_PORT is ignored;"
+        " did you mean TRACEDPOLICY_METRICS_PORT?",
+    ]
+    assert lines[2].startswith(
+        "tracedpolicy: unknown environment variable TRACEDPOLICY_ZZZ is ignored; known: "
+    )
+
+
+def test_in_code_a_misspelt_variable_is_logged_once_when_the_variables_are_read() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import tracedpolicy\nprint('imported', flush=True)\n"
+        "tracedpolicy.install()\ntracedpolicy.loop_factory()\ntracedpolicy.instrument()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "TRACEDPOLICY_HELTH": "1"},
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "imported\n")
+    assert done.stderr == (
+        "tracedpolicy: unknown environment variable TRACEDPOLICY_HELTH is ignored;"
+        " did you mean TRACEDPOLICY_HEALTH?\n"
+    )
+
+
+def test_instruments_error_for_an_unknown_option_lists_only_what_it_takes() -> None:
+    with pytest.raises(TypeError) as raised:
+        tracedpolicy.instrument(bogus=1)
+    message = str(raised.value)
+    assert message.startswith("instrument() got an unexpected keyword argument 'bogus'; accepted:")
+    assert "label" not in message and "metrics_port" in message

@@ -205,7 +205,10 @@ def test_the_launcher_honours_disabled_instrumentations(apps: Path) -> None:
     results = []
     for disabled in ("", "tracedpolicy"):
         env = {**os.environ, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": disabled}
+        # Every exporter off, logs too: with opentelemetry-distro installed, its default OTLP
+        # logs exporter would make the launcher fail whatever tracedpolicy does.
         env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
+        env.update(OTEL_LOGS_EXPORTER="none")
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
         assert done.returncode == 0, done.stderr
         results.append(done.stdout.strip())

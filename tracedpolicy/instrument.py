@@ -60,11 +60,11 @@ def instrument(**options: Any) -> None:
     anything changes.
     """
     global _on, _lazy_default, _server
-    parsed = Options.parse("instrument()", options)
     if "label" in options:
         raise TypeError(
             "instrument() takes no label: each policy, factory and loop class is named by itself"
         )
+    parsed = Options.parse("instrument()", options, refused=("label",))
     with _lock:
         server_before = telemetry.metrics_server()
         telemetry.configure(parsed, options)

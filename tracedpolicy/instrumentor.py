@@ -9,6 +9,7 @@ it off. The ``TRACEDPOLICY_*`` variables configure it, as under ``python -m trac
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection
 from typing import Any
 
@@ -19,6 +20,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from tracedpolicy import forksafe
 from tracedpolicy.bootstrap import start_here
 from tracedpolicy.instrument import uninstrument
+from tracedpolicy.options import Options
 
 #: Keyword arguments an OpenTelemetry distro may pass that tracedpolicy takes as options.
 _PASSED_ON = ("tracer_provider", "meter_provider")
@@ -42,9 +44,17 @@ class TracedPolicyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             super().uninstrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
-        # As under ``run``: the first process serves the metrics, the ones it starts (which
-        # opentelemetry-instrument reaches too) trace their own loops without the port.
-        start_here(**{name: kwargs[name] for name in _PASSED_ON if kwargs.get(name) is not None})
+        # As under ``run``: the first process serves the metrics (and prints their URL), the
+        # ones it starts (which opentelemetry-instrument reaches too) trace their own loops
+        # without the port. A bad variable is one line, as under ``run``, not the launcher's
+        # traceback; the program runs untraced, since the launcher cannot be stopped from here.
+        try:
+            Options.parse("opentelemetry-instrument", {})
+        except (TypeError, ValueError) as error:
+            print(f"tracedpolicy: {error}; event loops are not traced", file=sys.stderr)
+            return
+        passed = {name: kwargs[name] for name in _PASSED_ON if kwargs.get(name) is not None}
+        start_here(announce=True, **passed)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         uninstrument()

@@ -7,7 +7,9 @@ the value and what is accepted, so a typo never silently turns telemetry off.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -31,6 +33,32 @@ TRACEDPOLICY_REPORT_AT_EXIT = "TRACEDPOLICY_REPORT_AT_EXIT"
 TRACEDPOLICY_HEALTH = "TRACEDPOLICY_HEALTH"
 TRACEDPOLICY_HEALTH_RESOLUTION = "TRACEDPOLICY_HEALTH_RESOLUTION"
 TRACEDPOLICY_BLOCKING_THRESHOLD = "TRACEDPOLICY_BLOCKING_THRESHOLD"
+
+#: Silences the one-line banner ``python -m tracedpolicy run`` prints at a terminal.
+TRACEDPOLICY_QUIET = "TRACEDPOLICY_QUIET"
+
+#: What each variable does, for ``run --help`` and the banner (the README's options table says
+#: more); the order is the order they are listed in.
+VARIABLES = {
+    TRACEDPOLICY_METRICS_PORT: "serve /metrics and /loops on this port (0: any free port)",
+    TRACEDPOLICY_METRICS_ADDR: "the address that server binds (default 127.0.0.1)",
+    TRACEDPOLICY_HEALTH: "1: watch each loop's delay, utilization, blocking callbacks, tasks",
+    TRACEDPOLICY_HEALTH_RESOLUTION: "seconds between two probes of a loop (default 0.01)",
+    TRACEDPOLICY_BLOCKING_THRESHOLD: "seconds a loop may be held before it counts (default 0.1)",
+    TRACEDPOLICY_REPORT_AT_EXIT: "1: at exit, print the loops still open and a tally",
+    TRACEDPOLICY_CREATION_STACK: "frames kept above each loop's creation site, 0 to 64",
+    TRACEDPOLICY_SPANS: "0: no spans for loop creation, set and misses (default 1)",
+    TRACEDPOLICY_GET_SPANS: "spans for get_event_loop hits: off (default), sampled, all",
+    TRACEDPOLICY_GET_SPAN_SAMPLE_RATE: "the share of hits with a span when sampled, 0 to 1",
+    TRACEDPOLICY_PROMETHEUS: "0: no Prometheus collector in prometheus_client's registry",
+    TRACEDPOLICY_QUIET: "1: no banner from run at a terminal",
+}
+
+#: Names of the family that are not options: ``run``'s own marker for the processes it starts,
+#: and the project's CI switch for its tests.
+_NOT_OPTIONS = ("TRACEDPOLICY_BOOTSTRAP", "TRACEDPOLICY_REQUIRE_PROMTOOL", "TRACEDPOLICY_CI_CACHE")
+_PREFIX = "TRACEDPOLICY_"
+_warned_unknown = False
 
 #: The deepest creation stack a record keeps: enough to find a caller, bounded for memory.
 MAX_CREATION_STACK = 64
@@ -83,10 +111,17 @@ class Options:
 
     @classmethod
     def parse(
-        cls, caller: str, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+        cls,
+        caller: str,
+        options: Mapping[str, Any],
+        environ: Mapping[str, str] | None = None,
+        refused: tuple[str, ...] = (),
     ) -> Options:
-        """Validate keyword ``options`` over the ``TRACEDPOLICY_*`` variables of ``environ``."""
-        known = [field.name for field in fields(cls)]
+        """Validate keyword ``options`` over the ``TRACEDPOLICY_*`` variables of ``environ``.
+
+        ``refused``: options the caller does not take, left out of the accepted ones it names.
+        """
+        known = [field.name for field in fields(cls) if field.name not in refused]
         for name in options:
             if name not in known:
                 raise TypeError(
@@ -222,6 +257,39 @@ class _Source:
                 f" (an IP address or a name it resolves): {problem}"
             )
         return value.strip()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line for each ``TRACEDPOLICY_*`` name of ``environ`` that nothing reads: a typo.
+
+    Each names the closest known variable, if one is close.
+    """
+    known = [*VARIABLES, *_NOT_OPTIONS]
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(_PREFIX) or name in known:
+            continue
+        suffixes = [known_name[len(_PREFIX) :] for known_name in VARIABLES]  # the prefix alike
+        close = difflib.get_close_matches(name[len(_PREFIX) :], suffixes, n=1, cutoff=0.6)
+        hint = (
+            f"; did you mean {_PREFIX}{close[0]}?" if close else f"; known: {', '.join(VARIABLES)}"
+        )
+        lines.append(f"tracedpolicy: unknown environment variable {name} is ignored{hint}")
+    return lines
+
+
+def warn_of_unknown_variables() -> None:
+    """Log each unknown ``TRACEDPOLICY_*`` variable once per process (on ``tracedpolicy``).
+
+    Called as the variables are first applied. Not in the processes ``run`` starts: the
+    launcher has printed the lines already.
+    """
+    global _warned_unknown
+    if _warned_unknown or os.environ.get("TRACEDPOLICY_BOOTSTRAP"):
+        return
+    _warned_unknown = True
+    for line in unknown_variables(os.environ):
+        logging.getLogger("tracedpolicy").warning("%s", line)
 
 
 def _whole_number(value: Any, maximum: int) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 from tracedpolicy import forksafe, health, multiprocess, otel, prometheus, report
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import REGISTRY
-from tracedpolicy.options import Options
+from tracedpolicy.options import Options, warn_of_unknown_variables
 
 #: The options that configure the process's exporters rather than one policy.
 PROCESS_OPTIONS = frozenset(
@@ -53,6 +53,7 @@ def configure(options: Options, given: Mapping[str, Any]) -> None:
     global _in_force
     with _lock:
         if _in_force is None:
+            warn_of_unknown_variables()  # the variables are read now: a misspelt one is said
             names: set[str] = set(PROCESS_OPTIONS)
             _in_force = options
         else:
