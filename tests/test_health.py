@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import os
 import sys
@@ -208,6 +209,57 @@ def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
     assert {labels[1]: n for labels, n in health.held()}[label] == 0
 
 
+def stored(thing: object) -> list[str]:
+    """How an object's attributes are stored, seen without reading its ``__dict__`` (which on
+    3.11 and 3.12 would turn inline values into a dict for good): a ``dict`` among its
+    referents means they were turned."""
+    return sorted(type(referent).__name__ for referent in gc.get_referents(thing))
+
+
+@pytest.mark.parametrize("make", loop_makers())
+def test_a_watched_loop_and_its_selector_have_nothing_a_bare_one_lacks(make: Any) -> None:
+    """No instance attribute: on 3.11/3.12 one alone makes CPython give up the object's inline
+    values (every attribute access of the loop's run slower). Methods stay methods, with their
+    signatures; the loops here are thrown away (``vars()`` is read at the end)."""
+    bare, watched = make(), watched_factory(make, "tests.health.attributes")()
+    try:
+        for loop in (bare, watched):
+            loop.run_until_complete(asyncio.sleep(0.02))  # the hooks are set at the first run
+        assert stored(watched) == stored(bare)
+        selectors = [getattr(loop, "_selector", None) for loop in (bare, watched)]
+        if selectors[0] is not None:
+            assert stored(selectors[1]) == stored(selectors[0])
+            assert inspect.signature(selectors[1].select) == inspect.signature(selectors[0].select)
+            assert inspect.ismethod(selectors[1].select)
+        assert inspect.ismethod(watched.run_forever)
+        assert inspect.signature(watched.run_forever) == inspect.signature(bare.run_forever)
+        assert sorted(vars(watched)) == sorted(vars(bare))
+        if selectors[0] is not None:
+            assert sorted(vars(selectors[1])) == sorted(vars(selectors[0]))
+        assert [key for key in health.totals() if key[1] == "tests.health.attributes"]
+    finally:
+        bare.close()
+        watched.close()
+
+
+def test_health_off_puts_every_class_back_exactly() -> None:
+    import selectors
+
+    selector_class = type(selectors.DefaultSelector())
+    owners = [c for c in selector_class.__mro__ if "select" in vars(c)][:1]
+    before = {
+        (owner, name): vars(owner).get(name)
+        for owner, name in [(asyncio.base_events.BaseEventLoop, "run_forever"), (owners[0], "select")]
+    }
+    loop = watched_factory(asyncio.SelectorEventLoop, "tests.health.undo")()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    hooked = {key: vars(key[0]).get(key[1]) for key in before}
+    assert all(hooked[key] is not before[key] for key in before)  # hooked, on the class
+    configure_telemetry(Options.parse("tests", DEFAULT_HEALTH), DEFAULT_HEALTH)  # health off
+    assert {key: vars(key[0]).get(key[1]) for key in before} == before
+
+
 def test_off_by_default_nothing_is_added_to_a_loop() -> None:
     loop = tracedpolicy.loop_factory(asyncio.SelectorEventLoop, label="tests.health.off")()
     try:
@@ -311,6 +363,7 @@ def test_prometheus_and_opentelemetry_names_follow_the_node_conventions(
         "asyncio_eventloop_blocked",
         "asyncio_eventloop_held",
         "asyncio_eventloop_tasks",
+        "asyncio_eventloop_pending_age_seconds",
     }  # utilization: no loop is running now
 
 
