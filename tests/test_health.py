@@ -13,6 +13,7 @@ import gc
 import inspect
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -226,7 +227,7 @@ def test_a_watched_loop_and_its_selector_have_nothing_a_bare_one_lacks(make: Any
         for loop in (bare, watched):
             loop.run_until_complete(asyncio.sleep(0.02))  # the hooks are set at the first run
         assert stored(watched) == stored(bare)
-        selectors = [getattr(loop, "_selector", None) for loop in (bare, watched)]
+        selectors: list[Any] = [getattr(loop, "_selector", None) for loop in (bare, watched)]
         if selectors[0] is not None:
             assert stored(selectors[1]) == stored(selectors[0])
             assert inspect.signature(selectors[1].select) == inspect.signature(selectors[0].select)
@@ -247,10 +248,8 @@ def test_health_off_puts_every_class_back_exactly() -> None:
 
     selector_class = type(selectors.DefaultSelector())
     owners = [c for c in selector_class.__mro__ if "select" in vars(c)][:1]
-    before = {
-        (owner, name): vars(owner).get(name)
-        for owner, name in [(asyncio.base_events.BaseEventLoop, "run_forever"), (owners[0], "select")]
-    }
+    hooked_names = [(asyncio.base_events.BaseEventLoop, "run_forever"), (owners[0], "select")]
+    before = {(owner, name): vars(owner).get(name) for owner, name in hooked_names}
     loop = watched_factory(asyncio.SelectorEventLoop, "tests.health.undo")()
     loop.run_until_complete(asyncio.sleep(0.01))
     loop.close()
@@ -678,3 +677,76 @@ def test_in_debug_mode_no_probe_is_handed_to_the_loop() -> None:
     finally:
         loop.close()
     assert labels_of(label)["delay"].snapshot().total == 0
+
+
+THREADS_AFTER_UNINSTRUMENT = """
+import asyncio, sys, threading
+import tracedpolicy
+from tracedpolicy import health
+
+options = eval(sys.argv[1])
+before = threading.enumerate()
+tracedpolicy.instrument(**options)
+print("no thread before a loop runs:", threading.enumerate() == before or options)
+asyncio.run(asyncio.sleep(0.05))
+print("watchdog while health is on:", [t.name for t in threading.enumerate() if "health" in t.name])
+tracedpolicy.uninstrument()
+print("threads as before:", threading.enumerate() == before)
+loop = tracedpolicy.loop_factory(asyncio.SelectorEventLoop)()
+loop.run_until_complete(asyncio.sleep(0.05))
+loop.close()
+print("later loops watched:", len(health.watched()), threading.enumerate() == before)
+"""
+
+
+@pytest.mark.parametrize("options", [{"health": True}, {"health": True, "metrics_port": 0}])
+def test_uninstrument_leaves_the_threads_as_before_and_later_loops_unwatched(
+    options: dict[str, Any], tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_AFTER_UNINSTRUMENT, repr(options)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")},
+    )
+    assert done.returncode == 0, done.stderr
+    first = "True" if "metrics_port" not in options else repr(options)
+    assert done.stdout.splitlines() == [
+        f"no thread before a loop runs: {first}",
+        "watchdog while health is on: ['tracedpolicy-health']",
+        "threads as before: True",
+        "later loops watched: 0 True",
+    ], done.stderr
+
+
+FORKS = """
+import os, sys
+if sys.argv[1:] == ["health"]:
+    import tracedpolicy
+    tracedpolicy.instrument(health=True)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print("forked")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_single_threaded_program_with_health_on_forks_without_a_warning(tmp_path: Path) -> None:
+    """CPython 3.12+ warns at a fork in a multi-threaded process (at the program's line): the
+    watchdog thread waits for the first watched loop to run."""
+    program = tmp_path / "forks.py"
+    program.write_text(FORKS)
+    runs = [
+        subprocess.run(
+            [sys.executable, str(program), *mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")},
+        )
+        for mode in ([], ["health"])
+    ]
+    assert [(run.returncode, run.stdout, run.stderr) for run in runs] == [(0, "forked\n", "")] * 2
