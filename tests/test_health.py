@@ -182,6 +182,7 @@ def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
             counts = {labels[1]: n for labels, n in health.held()}
             if counts.get(label) == 1:
                 observed["tasks"] = {labels[1]: n for labels, n in health.tasks()}[label]
+                observed["age"] = {labels[1]: a for labels, a in health.pending_age()}[label]
                 held_seen.set()
                 break
             time.sleep(0.01)
@@ -204,10 +205,27 @@ def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
         loop.close()
     assert held_seen.is_set()
     assert observed["tasks"] == 5  # main and its four sleepers
+    assert observed["age"] > THRESHOLD  # the probe, due since the hold began
     deadline = time.monotonic() + 5
     while {labels[1]: n for labels, n in health.held()}.get(label) and time.monotonic() < deadline:
         time.sleep(0.01)  # the watchdog notices the catch-up at its next look
     assert {labels[1]: n for labels, n in health.held()}[label] == 0
+    assert {labels[1]: a for labels, a in health.pending_age()}[label] == 0
+
+
+def test_tasks_are_counted_at_most_every_few_seconds_not_at_each_scrape() -> None:
+    """asyncio's all_tasks() walks every task of every loop (and on free-threaded builds
+    stops every thread): scrapes in a row read one count."""
+    label = "tests.health.tasks-cached"
+    loop = watched_factory(asyncio.SelectorEventLoop, label)()
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+        with mock.patch.object(asyncio, "all_tasks", wraps=asyncio.all_tasks) as counting:
+            read = [{labels[1]: n for labels, n in health.tasks()}[label] for _ in range(3)]
+        assert read == [0, 0, 0]
+        assert counting.call_count == 1
+    finally:
+        loop.close()
 
 
 def stored(thing: object) -> list[str]:
@@ -750,3 +768,57 @@ def test_a_single_threaded_program_with_health_on_forks_without_a_warning(tmp_pa
         for mode in ([], ["health"])
     ]
     assert [(run.returncode, run.stdout, run.stderr) for run in runs] == [(0, "forked\n", "")] * 2
+
+
+async def hold() -> None:
+    time.sleep(BLOCK)  # the loop is held here, two coroutines deep
+
+
+async def blocker() -> None:
+    await asyncio.sleep(0.05)
+    await hold()
+
+
+async def gatherer() -> None:
+    await asyncio.gather(asyncio.get_running_loop().create_task(blocker(), name="blocking"))
+
+
+async def grouped() -> None:
+    async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined,unused-ignore]
+        group.create_task(gatherer(), name="gathering")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is 3.11's")
+def test_a_held_task_is_named_with_its_coroutines_and_who_awaits_it(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The span (and log line) names the held task's coroutine stack; from 3.14, asyncio's call
+    graph also names each task awaiting it, nearest first: through the gather, the TaskGroup."""
+    loop = watched_factory(asyncio.SelectorEventLoop, "tests.health.chain")()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tracedpolicy"):
+            loop.run_until_complete(loop.create_task(grouped(), name="grouping"))
+    finally:
+        loop.close()
+    deadline = time.monotonic() + 5
+    while not finished_blocked_spans(telemetry) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (span,) = finished_blocked_spans(telemetry)
+    (event,) = span.events
+    attributes = dict(event.attributes or {})
+    assert str(attributes["asyncio.task"]).startswith("blocking (")
+    coroutines = [
+        str(where).rpartition(" in ")[2] for where in attributes["asyncio.task.coroutines"]
+    ]
+    assert coroutines == ["blocker", "hold"]
+    (line,) = [r.getMessage() for r in caplog.records if "held for over" in r.getMessage()]
+    stack = line.partition("; coroutines ")[2]
+    assert stack.index("in blocker") < stack.index("in hold"), line
+    if sys.version_info < (3, 14):
+        assert "asyncio.task.awaited_by" not in attributes  # no call graph before 3.14
+        return
+    awaiting = [str(entry) for entry in attributes["asyncio.task.awaited_by"]]
+    tasks = [entry.split(" ")[1] for entry in awaiting if entry.startswith("task ")]
+    assert tasks == ["gathering", "grouping"], awaiting
+    assert "in gatherer" in awaiting[-2] and "in grouped" in awaiting[-1], awaiting
+    assert "awaited by " in line and line.index("task gathering") < line.index("task grouping")

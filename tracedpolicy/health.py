@@ -660,9 +660,9 @@ def _awaiter(node: Any) -> str:
         name = f"task {_task_name(future)}"
     else:
         name = f"future {type(future).__qualname__}"
-    if node.call_stack:  # innermost first: where it awaits
-        return f"{name} at {_where(node.call_stack[0].frame)}"
-    return name
+    frames = [entry.frame for entry in node.call_stack]  # innermost first: where it awaits
+    mine = [frame for frame in frames if not _machinery(frame)] or frames  # not asyncio's own
+    return f"{name} at {_where(mine[0])}" if mine else name
 
 
 #: The functions in which a loop runs its callbacks: below them is who runs the loop.
