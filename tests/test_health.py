@@ -174,7 +174,7 @@ def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
     label = "tests.health.held"
     loop = watched_factory(make, label)()
     release, held_seen = threading.Event(), threading.Event()
-    observed: dict[str, int] = {}
+    observed: dict[str, float] = {}
 
     def watcher() -> None:
         deadline = time.monotonic() + 10
@@ -706,8 +706,11 @@ options = eval(sys.argv[1])
 before = threading.enumerate()
 tracedpolicy.instrument(**options)
 print("no thread before a loop runs:", threading.enumerate() == before or options)
-asyncio.run(asyncio.sleep(0.05))
-print("watchdog while health is on:", [t.name for t in threading.enumerate() if "health" in t.name])
+async def main():
+    await asyncio.sleep(0.05)
+    return [t.name for t in threading.enumerate() if "health" in t.name]
+print("watchdog while a loop runs:", asyncio.run(main()))
+print("and after:", threading.enumerate() == before or options)
 tracedpolicy.uninstrument()
 print("threads as before:", threading.enumerate() == before)
 loop = tracedpolicy.loop_factory(asyncio.SelectorEventLoop)()
@@ -732,7 +735,8 @@ def test_uninstrument_leaves_the_threads_as_before_and_later_loops_unwatched(
     first = "True" if "metrics_port" not in options else repr(options)
     assert done.stdout.splitlines() == [
         f"no thread before a loop runs: {first}",
-        "watchdog while health is on: ['tracedpolicy-health']",
+        "watchdog while a loop runs: ['tracedpolicy-health']",
+        f"and after: {first}",
         "threads as before: True",
         "later loops watched: 0 True",
     ], done.stderr
@@ -814,11 +818,11 @@ def test_a_held_task_is_named_with_its_coroutines_and_who_awaits_it(
     (line,) = [r.getMessage() for r in caplog.records if "held for over" in r.getMessage()]
     stack = line.partition("; coroutines ")[2]
     assert stack.index("in blocker") < stack.index("in hold"), line
-    if sys.version_info < (3, 14):
+    if sys.version_info >= (3, 14):
+        awaiting = [str(entry) for entry in attributes["asyncio.task.awaited_by"]]
+        tasks = [entry.split(" ")[1] for entry in awaiting if entry.startswith("task ")]
+        assert tasks == ["gathering", "grouping"], awaiting
+        assert "in gatherer" in awaiting[-2] and "in grouped" in awaiting[-1], awaiting
+        assert "awaited by " in line and line.index("task gathering") < line.index("task grouping")
+    else:
         assert "asyncio.task.awaited_by" not in attributes  # no call graph before 3.14
-        return
-    awaiting = [str(entry) for entry in attributes["asyncio.task.awaited_by"]]
-    tasks = [entry.split(" ")[1] for entry in awaiting if entry.startswith("task ")]
-    assert tasks == ["gathering", "grouping"], awaiting
-    assert "in gatherer" in awaiting[-2] and "in grouped" in awaiting[-1], awaiting
-    assert "awaited by " in line and line.index("task gathering") < line.index("task grouping")

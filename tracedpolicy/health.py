@@ -173,10 +173,11 @@ class LoopHealth:
         self.window = (now, self.ran, self.idle)
         self.run += 1
         self.probe_sent = None
-        self.running = True
-        _watched[id(loop)] = self  # again, if a forked child runs a loop of its parent's
-        _running[id(self)] = self
-        _watchdog.wake()
+        with _lock:  # the watchdog is not ended (by another loop's stop) under this start
+            self.running = True
+            _watched[id(loop)] = self  # again, if a forked child runs a loop of its parent's
+            _running[id(self)] = self
+            _watchdog.wake()
 
     def stopped(self) -> None:
         now = CLOCK()
@@ -186,6 +187,11 @@ class LoopHealth:
         self.probe_sent = self.wait_began = None
         if self.held_since is not None:
             self.caught_up = now
+        with _lock:
+            idle = not any(health.running for health in _running.values())
+            thread = _watchdog.detach() if idle else None
+        if thread is not None:  # the last watched loop that ran: the process's threads as bare
+            _watchdog.join(thread)
 
     def tick(self, run: int) -> None:
         """The probe: how long it waited is the delay."""
@@ -686,8 +692,10 @@ def _where(frame: Any) -> str:
 class _Watchdog:
     """One thread per process that looks at the running watched loops a few times per threshold.
 
-    Started when the first watched loop runs (a program that forks before any loop runs is
-    still single-threaded: no fork warning), ended and joined when health goes off.
+    It runs only while a watched loop runs: started as the first one starts, ended and joined
+    as the last one stops (and when health goes off), so a program's threads are what they are
+    bare whenever no watched loop runs (no fork warning; CPython's own tests see no thread
+    left behind).
     """
 
     def __init__(self) -> None:
@@ -707,17 +715,28 @@ class _Watchdog:
                     self.thread.daemon = True
                     self.thread.start()
 
-    def stop(self) -> None:
-        """End the thread and wait for it; end the spans of loops held now."""
-        with _lock:
-            thread, self.thread = self.thread, None
-            self.stopping.set()
+    def detach(self) -> threading.Thread | None:
+        """Tell the thread to end (under ``_lock``); a loop started later starts another."""
+        thread, self.thread = self.thread, None
+        self.stopping.set()
         self.event.set()
+        return thread
+
+    def join(self, thread: threading.Thread | None) -> None:
+        """Wait for a detached thread to end; end the spans of loops held now."""
         if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_SECONDS)
         for health in list(_running.values()):
             if health.held_since is not None:
                 self.released(health)
+            if not health.running:
+                _running.pop(id(health), None)
+
+    def stop(self) -> None:
+        """End the thread and wait for it."""
+        with _lock:
+            thread = self.detach()
+        self.join(thread)
 
     def wake(self) -> None:
         self.start()
