@@ -9,7 +9,8 @@ answering many short requests over a few connections. Each runs on a fresh selec
 
 - ``bare``: asyncio's own loop, nothing added;
 - ``tracedpolicy health``: made through ``tracedpolicy.loop_factory()`` with ``health=True``
-  (delay probe, timed wait for utilization, blocking watchdog, all three);
+  (delay probe, timed wait for utilization, blocking watchdog, all three); health is turned off
+  for every other variant, so its class hooks (``select``, ``run_forever``) are not in theirs;
 - ``loopmon``: aiodebug's successor, a 10 ms sleep probe (lag only), if installed;
 - ``monitored-ioloop``: wraps every callback, if installed.
 
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tracedpolicy
+from tracedpolicy import health
 
 LoopMaker = Callable[[], asyncio.AbstractEventLoop]
 
@@ -87,9 +89,14 @@ def variants() -> dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop
     watched = tracedpolicy.loop_factory(
         asyncio.SelectorEventLoop, label="benchmark", health=True, prometheus=False
     )
+
+    def health_on() -> asyncio.AbstractEventLoop:
+        health.configure(True, health.Settings())
+        return watched()
+
     chosen: dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop], Any]]] = {
         "bare": (asyncio.SelectorEventLoop, lambda loop: None),
-        "tracedpolicy health": (watched, lambda loop: None),
+        "tracedpolicy health": (health_on, lambda loop: None),
     }
     try:
         import loopmon
@@ -102,7 +109,9 @@ def variants() -> dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop
 
             def finish() -> None:
                 loop.run_until_complete(monitor.stop())
-                loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop)))  # its sleep
+                left = asyncio.all_tasks(loop)  # its sleep, unless it ended already
+                if left:  # (gather() of nothing would make its future on another loop)
+                    loop.run_until_complete(asyncio.gather(*left))
 
             return finish
 
@@ -136,6 +145,8 @@ def measure(
     for turn in range(rounds):
         for name in names[turn % len(names) :] + names[: turn % len(names)]:
             make, prepare = chosen[name]
+            # Health's class hooks stay on while it is on: every other variant runs with it off.
+            health.configure(False, health.Settings())
             loop = make()
             try:
                 finish = prepare(loop)

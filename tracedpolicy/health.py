@@ -23,9 +23,9 @@ CPython give up the object's inline attribute values: every later attribute acce
 slower). The run hook (which tells the watchdog a loop runs) and the timed ``select`` are plain
 functions put once on the class that defines ``run_forever`` (``select``), taken off exactly when
 health goes off; a loop or selector that is not watched pays a dict lookup per run, and per
-wait (none per poll). The watchdog thread starts when the first watched loop runs and ends when
-health goes off; it holds loops only weakly, so a loop's life and garbage collection are as
-they were.
+wait (none per poll). The watchdog thread runs only while a watched loop runs (started as the
+first starts, joined as the last stops); it holds loops only weakly, so a loop's life and
+garbage collection are as they were.
 """
 
 from __future__ import annotations
