@@ -9,13 +9,17 @@ answering many short requests over a few connections. Each runs on a fresh selec
 
 - ``bare``: asyncio's own loop, nothing added;
 - ``tracedpolicy health``: made through ``tracedpolicy.loop_factory()`` with ``health=True``
-  (delay probe, timed wait for utilization, blocking watchdog, all three);
+  (delay probe, timed wait for utilization, blocking watchdog, all three); health is turned off
+  for every other variant, so its class hooks (``select``, ``run_forever``) are not in theirs;
 - ``loopmon``: aiodebug's successor, a 10 ms sleep probe (lag only), if installed;
 - ``monitored-ioloop``: wraps every callback, if installed.
 
-Each round measures every variant in turn (a different one first each round); the table shows
-each variant's best time and two ratios against ``bare``: best over best, and the median over
-rounds of the ratio within a round (steadier on a shared machine).
+Each round measures every variant in turn (a different one first each round), by CPU time
+(``time.process_time``: every thread of the process, the watchdog's included) and wall time.
+The table shows each variant's best CPU time per operation and, against ``bare`` in the same
+round, the median of the paired CPU ratios with their spread (the middle half of the rounds,
+and the extremes), and the median paired wall-time ratio beside it. CPU time is what health
+costs; it is also much less moved than wall time by other work on a shared machine.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tracedpolicy
+from tracedpolicy import health
 
 LoopMaker = Callable[[], asyncio.AbstractEventLoop]
 
@@ -84,9 +89,14 @@ def variants() -> dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop
     watched = tracedpolicy.loop_factory(
         asyncio.SelectorEventLoop, label="benchmark", health=True, prometheus=False
     )
+
+    def health_on() -> asyncio.AbstractEventLoop:
+        health.configure(True, health.Settings())
+        return watched()
+
     chosen: dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop], Any]]] = {
         "bare": (asyncio.SelectorEventLoop, lambda loop: None),
-        "tracedpolicy health": (watched, lambda loop: None),
+        "tracedpolicy health": (health_on, lambda loop: None),
     }
     try:
         import loopmon
@@ -99,7 +109,9 @@ def variants() -> dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop
 
             def finish() -> None:
                 loop.run_until_complete(monitor.stop())
-                loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop)))  # its sleep
+                left = asyncio.all_tasks(loop)  # its sleep, unless it ended already
+                if left:  # (gather() of nothing would make its future on another loop)
+                    loop.run_until_complete(asyncio.gather(*left))
 
             return finish
 
@@ -118,60 +130,76 @@ def variants() -> dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop
     return chosen
 
 
+Timings = dict[str, list[tuple[float, float]]]
+"""Per variant, each round's (CPU seconds, wall seconds)."""
+
+
 def measure(
     workload: Callable[[asyncio.AbstractEventLoop], None],
     chosen: dict[str, tuple[LoopMaker, Callable[[asyncio.AbstractEventLoop], Any]]],
     rounds: int,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Each variant's best time, and the median over rounds of its time over bare's in that
-    same round (a round's variants share the machine's state, so the paired ratio is steadier)."""
-    times: dict[str, list[float]] = {name: [] for name in chosen}
+) -> Timings:
+    """Every variant once per round, a different one first each round."""
+    times: Timings = {name: [] for name in chosen}
     names = list(chosen)
     for turn in range(rounds):
-        for name in names[turn % len(names) :] + names[: turn % len(names)]:  # each goes first
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
             make, prepare = chosen[name]
+            # Health's class hooks stay on while it is on: every other variant runs with it off.
+            health.configure(False, health.Settings())
             loop = make()
             try:
                 finish = prepare(loop)
-                began = time.perf_counter()
+                cpu, wall = time.process_time(), time.perf_counter()
                 workload(loop)
-                times[name].append(time.perf_counter() - began)
+                times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
                 if callable(finish):
                     finish()
             finally:
                 loop.close()
-    best = {name: min(values) for name, values in times.items()}
-    ratios = {
-        name: statistics.median(t / b for t, b in zip(values, times["bare"]))
-        for name, values in times.items()
-    }
-    return best, ratios
+    return times
 
 
-def print_table(
-    title: str, unit: str, count: int, best: dict[str, float], ratios: dict[str, float]
-) -> None:
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """The first quartile, median and third quartile."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    low, middle, high = statistics.quantiles(values, n=4, method="inclusive")
+    return low, middle, high
+
+
+def print_table(title: str, unit: str, count: int, times: Timings) -> None:
+    bare = times["bare"]
     print(f"\n{title}")
-    print(f"{'variant':<24}{unit:>16}{'best vs bare':>14}{'median paired':>15}")
-    for name, seconds in best.items():
+    print(
+        f"{'variant':<22}{'CPU ' + unit:>18}{'CPU paired':>12}{'middle half':>14}"
+        f"{'extremes':>14}{'wall paired':>13}"
+    )
+    for name, values in times.items():
+        cpu = [t[0] / b[0] for t, b in zip(values, bare)]
+        wall = [t[1] / b[1] for t, b in zip(values, bare)]
+        low, middle, high = quartiles(cpu)
+        best = min(t[0] for t in values)
         print(
-            f"{name:<24}{seconds * 1e9 / count:>13.0f} ns"
-            f"{seconds / best['bare']:>13.3f}x{ratios[name]:>14.3f}x"
+            f"{name:<22}{best * 1e9 / count:>15.0f} ns{middle:>11.3f}x"
+            f"{f'{low:.3f}-{high:.3f}':>14}{f'{min(cpu):.3f}-{max(cpu):.3f}':>14}"
+            f"{statistics.median(wall):>12.3f}x"
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer callbacks and rounds, for CI")
+    parser.add_argument("--rounds", type=int, help="rounds (default: 15, quick: 3)")
     args = parser.parse_args(argv)
-    callbacks, requests, rounds = (200_000, 4_000, 3) if args.quick else (1_000_000, 20_000, 7)
-    print(f"CPython {sys.version.split()[0]}, best of {rounds} rounds")
+    callbacks, requests, rounds = (200_000, 4_000, 3) if args.quick else (1_000_000, 20_000, 15)
+    rounds = args.rounds or rounds
+    print(f"CPython {sys.version.split()[0]}, {rounds} rounds; ratios are paired with bare's")
     chosen = variants()
-    best, ratios = measure(lambda loop: ping_pong(loop, callbacks), chosen, rounds)
-    title = f"call_soon ping-pong, {callbacks:,} callbacks"
-    print_table(title, "per callback", callbacks, best, ratios)
-    best, ratios = measure(lambda loop: echo(loop, requests), chosen, rounds)
-    print_table(f"loopback echo, {requests:,} requests", "per request", requests, best, ratios)
+    times = measure(lambda loop: ping_pong(loop, callbacks), chosen, rounds)
+    print_table(f"call_soon ping-pong, {callbacks:,} callbacks", "per callback", callbacks, times)
+    times = measure(lambda loop: echo(loop, requests), chosen, rounds)
+    print_table(f"loopback echo, {requests:,} requests", "per request", requests, times)
     return 0
 
 

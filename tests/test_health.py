@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -172,7 +174,7 @@ def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
     label = "tests.health.held"
     loop = watched_factory(make, label)()
     release, held_seen = threading.Event(), threading.Event()
-    observed: dict[str, int] = {}
+    observed: dict[str, float] = {}
 
     def watcher() -> None:
         deadline = time.monotonic() + 10
@@ -180,6 +182,7 @@ def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
             counts = {labels[1]: n for labels, n in health.held()}
             if counts.get(label) == 1:
                 observed["tasks"] = {labels[1]: n for labels, n in health.tasks()}[label]
+                observed["age"] = {labels[1]: a for labels, a in health.pending_age()}[label]
                 held_seen.set()
                 break
             time.sleep(0.01)
@@ -202,10 +205,76 @@ def test_held_and_tasks_are_read_while_the_loop_is_held(make: Any) -> None:
         loop.close()
     assert held_seen.is_set()
     assert observed["tasks"] == 5  # main and its four sleepers
+    assert observed["age"] > THRESHOLD  # the probe, due since the hold began
     deadline = time.monotonic() + 5
     while {labels[1]: n for labels, n in health.held()}.get(label) and time.monotonic() < deadline:
         time.sleep(0.01)  # the watchdog notices the catch-up at its next look
     assert {labels[1]: n for labels, n in health.held()}[label] == 0
+    assert {labels[1]: a for labels, a in health.pending_age()}[label] == 0
+
+
+def test_tasks_are_counted_at_most_every_few_seconds_not_at_each_scrape() -> None:
+    """asyncio's all_tasks() walks every task of every loop (and on free-threaded builds
+    stops every thread): scrapes in a row read one count."""
+    label = "tests.health.tasks-cached"
+    loop = watched_factory(asyncio.SelectorEventLoop, label)()
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+        with mock.patch.object(asyncio, "all_tasks", wraps=asyncio.all_tasks) as counting:
+            read = [{labels[1]: n for labels, n in health.tasks()}[label] for _ in range(3)]
+        assert read == [0, 0, 0]
+        assert counting.call_count == 1
+    finally:
+        loop.close()
+
+
+def stored(thing: object) -> list[str]:
+    """How an object's attributes are stored, seen without reading its ``__dict__`` (which on
+    3.11 and 3.12 would turn inline values into a dict for good): a ``dict`` among its
+    referents means they were turned."""
+    return sorted(type(referent).__name__ for referent in gc.get_referents(thing))
+
+
+@pytest.mark.parametrize("make", loop_makers())
+def test_a_watched_loop_and_its_selector_have_nothing_a_bare_one_lacks(make: Any) -> None:
+    """No instance attribute: on 3.11/3.12 one alone makes CPython give up the object's inline
+    values (every attribute access of the loop's run slower). Methods stay methods, with their
+    signatures; the loops here are thrown away (``vars()`` is read at the end)."""
+    bare, watched = make(), watched_factory(make, "tests.health.attributes")()
+    try:
+        for loop in (bare, watched):
+            loop.run_until_complete(asyncio.sleep(0.02))  # the hooks are set at the first run
+        assert stored(watched) == stored(bare)
+        selectors: list[Any] = [getattr(loop, "_selector", None) for loop in (bare, watched)]
+        if selectors[0] is not None:
+            assert stored(selectors[1]) == stored(selectors[0])
+            assert inspect.signature(selectors[1].select) == inspect.signature(selectors[0].select)
+            assert inspect.ismethod(selectors[1].select)
+        assert inspect.ismethod(watched.run_forever)
+        assert inspect.signature(watched.run_forever) == inspect.signature(bare.run_forever)
+        assert sorted(vars(watched)) == sorted(vars(bare))
+        if selectors[0] is not None:
+            assert sorted(vars(selectors[1])) == sorted(vars(selectors[0]))
+        assert [key for key in health.totals() if key[1] == "tests.health.attributes"]
+    finally:
+        bare.close()
+        watched.close()
+
+
+def test_health_off_puts_every_class_back_exactly() -> None:
+    import selectors
+
+    selector_class = type(selectors.DefaultSelector())
+    owners = [c for c in selector_class.__mro__ if "select" in vars(c)][:1]
+    hooked_names = [(asyncio.base_events.BaseEventLoop, "run_forever"), (owners[0], "select")]
+    before = {(owner, name): vars(owner).get(name) for owner, name in hooked_names}
+    loop = watched_factory(asyncio.SelectorEventLoop, "tests.health.undo")()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    hooked = {key: vars(key[0]).get(key[1]) for key in before}
+    assert all(hooked[key] is not before[key] for key in before)  # hooked, on the class
+    configure_telemetry(Options.parse("tests", DEFAULT_HEALTH), DEFAULT_HEALTH)  # health off
+    assert {key: vars(key[0]).get(key[1]) for key in before} == before
 
 
 def test_off_by_default_nothing_is_added_to_a_loop() -> None:
@@ -311,6 +380,7 @@ def test_prometheus_and_opentelemetry_names_follow_the_node_conventions(
         "asyncio_eventloop_blocked",
         "asyncio_eventloop_held",
         "asyncio_eventloop_tasks",
+        "asyncio_eventloop_pending_age_seconds",
     }  # utilization: no loop is running now
 
 
@@ -625,3 +695,144 @@ def test_in_debug_mode_no_probe_is_handed_to_the_loop() -> None:
     finally:
         loop.close()
     assert labels_of(label)["delay"].snapshot().total == 0
+
+
+THREADS_AFTER_UNINSTRUMENT = """
+import asyncio, sys, threading
+import tracedpolicy
+from tracedpolicy import health
+
+options = eval(sys.argv[1])
+before = threading.enumerate()
+tracedpolicy.instrument(**options)
+print("no thread before a loop runs:", threading.enumerate() == before or options)
+async def main():
+    await asyncio.sleep(0.05)
+    return [t.name for t in threading.enumerate() if "health" in t.name]
+print("watchdog while a loop runs:", asyncio.run(main()))
+print("and after:", threading.enumerate() == before or options)
+tracedpolicy.uninstrument()
+print("threads as before:", threading.enumerate() == before)
+loop = tracedpolicy.loop_factory(asyncio.SelectorEventLoop)()
+loop.run_until_complete(asyncio.sleep(0.05))
+loop.close()
+print("later loops watched:", len(health.watched()), threading.enumerate() == before)
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "many_processes"),
+    [({"health": True}, False), ({"health": True, "metrics_port": 0}, False), ({}, True)],
+    ids=["health", "health and metrics port", "multi-process directory"],
+)
+def test_uninstrument_leaves_the_threads_as_before_and_later_loops_unwatched(
+    options: dict[str, Any], many_processes: bool, tmp_path: Path
+) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")}
+    if many_processes:
+        environment["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+        environment["TRACEDPOLICY_HEALTH"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_AFTER_UNINSTRUMENT, repr(options)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert done.returncode == 0, done.stderr
+    first = "True" if "metrics_port" not in options else repr(options)
+    after = "True" if not (many_processes or "metrics_port" in options) else repr(options)
+    assert done.stdout.splitlines() == [
+        f"no thread before a loop runs: {first}",
+        "watchdog while a loop runs: ['tracedpolicy-health']",
+        f"and after: {after}",
+        "threads as before: True",
+        # (a later loop_factory's counts are copied to the directory again: by a thread)
+        f"later loops watched: 0 {not many_processes}",
+    ], done.stderr
+
+
+FORKS = """
+import os, sys
+if sys.argv[1:] == ["health"]:
+    import tracedpolicy
+    tracedpolicy.instrument(health=True)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print("forked")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_single_threaded_program_with_health_on_forks_without_a_warning(tmp_path: Path) -> None:
+    """CPython 3.12+ warns at a fork in a multi-threaded process (at the program's line): the
+    watchdog thread waits for the first watched loop to run."""
+    program = tmp_path / "forks.py"
+    program.write_text(FORKS)
+    runs = [
+        subprocess.run(
+            [sys.executable, str(program), *mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")},
+        )
+        for mode in ([], ["health"])
+    ]
+    assert [(run.returncode, run.stdout, run.stderr) for run in runs] == [(0, "forked\n", "")] * 2
+
+
+async def hold() -> None:
+    time.sleep(BLOCK)  # the loop is held here, two coroutines deep
+
+
+async def blocker() -> None:
+    await asyncio.sleep(0.05)
+    await hold()
+
+
+async def gatherer() -> None:
+    await asyncio.gather(asyncio.get_running_loop().create_task(blocker(), name="blocking"))
+
+
+async def grouped() -> None:
+    async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined,unused-ignore]
+        group.create_task(gatherer(), name="gathering")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is 3.11's")
+def test_a_held_task_is_named_with_its_coroutines_and_who_awaits_it(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The span (and log line) names the held task's coroutine stack; from 3.14, asyncio's call
+    graph also names each task awaiting it, nearest first: through the gather, the TaskGroup."""
+    loop = watched_factory(asyncio.SelectorEventLoop, "tests.health.chain")()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tracedpolicy"):
+            loop.run_until_complete(loop.create_task(grouped(), name="grouping"))
+    finally:
+        loop.close()
+    deadline = time.monotonic() + 5
+    while not finished_blocked_spans(telemetry) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (span,) = finished_blocked_spans(telemetry)
+    (event,) = span.events
+    attributes = dict(event.attributes or {})
+    assert str(attributes["asyncio.task"]).startswith("blocking (")
+    coroutines = [
+        str(where).rpartition(" in ")[2] for where in attributes["asyncio.task.coroutines"]
+    ]
+    assert coroutines == ["blocker", "hold"]
+    (line,) = [r.getMessage() for r in caplog.records if "held for over" in r.getMessage()]
+    stack = line.partition("; coroutines ")[2]
+    assert stack.index("in blocker") < stack.index("in hold"), line
+    if sys.version_info >= (3, 14):
+        awaiting = [str(entry) for entry in attributes["asyncio.task.awaited_by"]]
+        tasks = [entry.split(" ")[1] for entry in awaiting if entry.startswith("task ")]
+        assert tasks == ["gathering", "grouping"], awaiting
+        assert "in gatherer" in awaiting[-2] and "in grouped" in awaiting[-1], awaiting
+        assert "awaited by " in line and line.index("task gathering") < line.index("task grouping")
+    else:
+        assert "asyncio.task.awaited_by" not in attributes  # no call graph before 3.14

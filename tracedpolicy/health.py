@@ -18,9 +18,14 @@ whole-process mode) is watched by three cheap pieces, none of which touches each
   watchdog then, and only then, samples the loop thread's stack to name what runs, counts it,
   logs one line and records a span that lasts as long as the loop was held.
 
-The run hook (which tells the watchdog a loop runs) is set on the loop instance, and the timed
-``select`` on its selector (a class is never changed), holding the loop only weakly, so a
-loop's life and garbage collection are as they were.
+Nothing is set on a loop or its selector (on 3.11 and 3.12 an instance attribute alone makes
+CPython give up the object's inline attribute values: every later attribute access of the loop
+slower). The run hook (which tells the watchdog a loop runs) and the timed ``select`` are plain
+functions put once on the class that defines ``run_forever`` (``select``), taken off exactly when
+health goes off; a loop or selector that is not watched pays a dict lookup per run, and per
+wait (none per poll). The watchdog thread runs only while a watched loop runs (started as the
+first starts, joined as the last stops); it holds loops only weakly, so a loop's life and
+garbage collection are as they were.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ import os
 import sys
 import threading
 import time
-import types
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,7 +46,14 @@ from typing import Any, Protocol
 
 from tracedpolicy import forksafe
 from tracedpolicy.errors import record_internal_error
-from tracedpolicy.loops import REGISTRY, SKIPPED_PACKAGES, USER_MODULES, LoopRecord, printable
+from tracedpolicy.loops import (
+    REGISTRY,
+    SKIPPED_PACKAGES,
+    USER_MODULES,
+    LoopRecord,
+    printable,
+)
+from tracedpolicy.patching import Patch, replace
 from tracedpolicy.stats import Histogram
 
 logger = logging.getLogger("tracedpolicy")
@@ -58,6 +69,12 @@ UTILIZATION_WINDOW = 1.0
 
 #: The clock of every health duration and instant (the finest monotonic one).
 CLOCK = time.perf_counter
+
+#: A loop's tasks are counted at most this often, in seconds (see :func:`tasks`).
+TASKS_EVERY = 10.0
+
+#: How long turning health off waits for the watchdog thread to end (an exporter may be slow).
+STOP_SECONDS = 5.0
 
 Labels = tuple[str, str, str]
 """(origin, creator, loop_class): the labels of every loop metric."""
@@ -121,6 +138,11 @@ class LoopHealth:
         """When the probe the watchdog found held past the threshold was sent."""
         self.caught_up: float | None = None
         self.span: Any = None
+        self.tasks_counted: tuple[float, int] | None = None
+        """When its tasks were last counted (:data:`CLOCK`), and how many were not done."""
+
+    def watches(self, loop: object) -> bool:
+        return self.ref() is loop
 
     def active_and_idle(self, now: float) -> tuple[float, float]:
         ran = self.ran + (now - self.run_started if self.running else 0.0)
@@ -151,10 +173,11 @@ class LoopHealth:
         self.window = (now, self.ran, self.idle)
         self.run += 1
         self.probe_sent = None
-        self.running = True
-        _watched[id(loop)] = self  # again, if a forked child runs a loop of its parent's
-        _running[id(self)] = self
-        _watchdog.wake()
+        with _lock:  # the watchdog is not ended (by another loop's stop) under this start
+            self.running = True
+            _watched[id(loop)] = self  # again, if a forked child runs a loop of its parent's
+            _running[id(self)] = self
+            _watchdog.wake()
 
     def stopped(self) -> None:
         now = CLOCK()
@@ -164,6 +187,11 @@ class LoopHealth:
         self.probe_sent = self.wait_began = None
         if self.held_since is not None:
             self.caught_up = now
+        with _lock:
+            idle = not any(health.running for health in _running.values())
+            thread = _watchdog.detach() if idle else None
+        if thread is not None:  # the last watched loop that ran: the process's threads as bare
+            _watchdog.join(thread)
 
     def tick(self, run: int) -> None:
         """The probe: how long it waited is the delay."""
@@ -224,14 +252,18 @@ _MACHINERY = (*SKIPPED_PACKAGES, "selectors", "threading", "runpy", "contextvars
 
 
 def configure(enabled: bool, settings: Settings) -> None:
-    """Watch loops recorded from now on (or stop watching new ones), with ``settings``."""
+    """Watch loops recorded from now on (or stop watching: hooks off, watchdog ended)."""
     global _enabled, _settings
     with _lock:
-        _enabled, _settings = enabled, settings
+        was, _enabled, _settings = _enabled, enabled, settings
         if enabled and watch not in REGISTRY.tracked_listeners:
             REGISTRY.tracked_listeners.append(watch)
-    if enabled:
-        _watchdog.start()  # now, not inside some test or request that runs the first loop
+        if not enabled and watch in REGISTRY.tracked_listeners:
+            REGISTRY.tracked_listeners.remove(watch)
+    if was and not enabled:
+        _unhook()
+        _watchdog.stop()
+        _forget_every_loop()
     _watchdog.event.set()  # the new resolution from now, not after the current wait
 
 
@@ -242,6 +274,7 @@ def reset_for_tests() -> None:
         _totals.clear()
         _watched.clear()
         _running.clear()
+        _waits.clear()
         _time_reported.clear()
 
 
@@ -262,85 +295,170 @@ def add_delay_sink(sink: Callable[[LoopRecord, float], None]) -> None:
 
 def watch(record: LoopRecord, loop: Any) -> None:
     """Watch a loop tracedpolicy just recorded, if health is on (a listener of the registry)."""
-    if not _enabled or "run_forever" in getattr(loop, "__dict__", {"run_forever": None}):
-        return  # off, no instance dict, or a run_forever of its own (or ours already)
+    if not _enabled or _has_own(loop, "run_forever"):
+        return  # off, or a run_forever of the instance's own, which no class hook reaches
+    try:
+        if not _hook_class(type(loop), "run_forever", _run_hook):
+            return
+    except Exception as failure:
+        record_internal_error("health", failure)
+        return
     labels = (record.origin, record.creator, record.loop_class)
     with _lock:
         totals = _totals.get(labels)
         if totals is None:
             totals = _totals[labels] = Totals()
     key = id(loop)
-    try:
-        # The callback holds no LoopHealth: it would be a cycle with the weakref it owns.
-        health = LoopHealth(
-            weakref.ref(loop, functools.partial(_gone_callback, key)), record, totals
-        )
-        _hook_run(loop, health)
-    except Exception as failure:
-        record_internal_error("health", failure)
-        return
+    # The callback holds no LoopHealth: it would be a cycle with the weakref it owns.
+    health = LoopHealth(weakref.ref(loop, functools.partial(_gone_callback, key)), record, totals)
     with _lock:
         _forget_collected()  # a loop of this id that was collected is folded in first
         _watched[key] = health
 
 
-def _hook_run(loop: Any, health: LoopHealth) -> None:
-    """``loop.run_forever`` starts and stops the probe around the class's own."""
-    ref = weakref.ref(loop)
+_MISSING = object()
+_hooks: dict[tuple[type, str], Patch] = {}
+"""The class hooks in place, by (class, name): one per class, until health goes off."""
+_waits: dict[int, tuple[weakref.ReferenceType[Any], LoopHealth]] = {}
+"""The timed selectors (or proactors), by ``id``: the selector, weakly, and its loop's health."""
 
-    def run_forever() -> None:
-        loop = ref()
-        watching = loop is not None and not loop.is_running() and not loop.is_closed()
+
+def _has_own(instance: Any, name: str) -> bool:
+    """Whether ``instance`` has an attribute ``name`` of its own, which no class hook reaches.
+
+    Asked without reading ``instance.__dict__`` (on 3.11 and 3.12 that alone makes CPython give
+    up the instance's inline attribute values): is what the instance answers the class's, bound?
+    """
+    try:
+        bound = getattr(instance, name)
+        attribute = inspect.getattr_static(type(instance), name)
+    except AttributeError:
+        return False
+    get = getattr(type(attribute), "__get__", None)
+    return get is None or bool(bound != get(attribute, instance, type(instance)))
+
+
+def _hook_class(cls: type, name: str, make: Callable[[Any], Callable[..., Any]]) -> bool:
+    """Put ``make(original)`` on the class that defines ``cls.name`` (on ``cls`` itself where
+    that class cannot take it, an extension type); once. False if nothing can be hooked."""
+    for owner in cls.__mro__:
+        if name in vars(owner):
+            break
+    else:
+        return False
+    original = vars(owner)[name]
+    if not callable(original) or not hasattr(type(original), "__get__"):
+        return False  # a mock (no method: it does not bind) in place now: leave the class be
+    with _lock:
+        if (owner, name) in _hooks or (cls, name) in _hooks:
+            return True
+        for target in (owner, cls):
+            hook = make(original)
+            if target is not owner:  # named as the class that holds it now (pickle finds it)
+                hook.__qualname__ = f"{target.__qualname__}.{name}"
+                hook.__module__ = target.__module__
+            try:
+                _hooks[(target, name)] = replace(target, name, hook)
+                return True
+            except (TypeError, AttributeError):  # an extension type: immutable
+                continue
+    return False
+
+
+def _unhook() -> None:
+    """Every class hook off, exactly as it was (a hook replaced since stays, passing through)."""
+    with _lock:
+        hooks = list(_hooks.values())
+        _hooks.clear()
+    for patch in reversed(hooks):
+        patch.undo()
+
+
+def _run_hook(run_forever: Callable[..., Any]) -> Callable[..., Any]:
+    """``run_forever`` that tells a watched loop's health when it starts and stops."""
+
+    @functools.wraps(run_forever)
+    def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+        health = _watched.get(id(self))
+        if health is None or health.running or not health.watches(self):
+            return run_forever(self, *args, **kwargs)  # not watched, or a subclass's super()
+        watching = _enabled and not self.is_running() and not self.is_closed()
         if watching:
             try:
-                health.started(loop)
+                health.started(self)
             except Exception as failure:
                 record_internal_error("health", failure)
                 watching = False
         try:
-            return _class_attribute(loop, "run_forever")()  # type: ignore[no-any-return]
+            return run_forever(self, *args, **kwargs)
         finally:
             if watching:
                 health.stopped()
 
-    loop.run_forever = run_forever
+    return hook
+
+
+def _select_hook(select: Callable[..., Any]) -> Callable[..., Any]:
+    """``select`` that times a watched loop's wait. A poll (timeout 0, every iteration of a
+    busy loop) costs a comparison; a wait, a dict lookup."""
+
+    @functools.wraps(select)
+    def hook(self: Any, timeout: float | None = None) -> Any:
+        if timeout == 0:
+            return select(self, timeout)
+        entry = _waits.get(id(self))
+        if entry is None or entry[0]() is not self or not entry[1].running:
+            return select(self, timeout)
+        health = entry[1]
+        health.wait_began = began = CLOCK()
+        try:
+            return select(self, timeout)
+        finally:
+            health.wait_began = None
+            health.idle += CLOCK() - began
+
+    return hook
 
 
 def _time_the_wait(loop: Any, health: LoopHealth) -> bool:
     """Time the selector's (or proactor's) ``select`` when it may wait; False if there is none."""
     waiter = getattr(loop, "_selector", None) or getattr(loop, "_proactor", None)
-    if waiter is None or not callable(getattr(type(waiter), "select", None)):
+    if waiter is None or _has_own(waiter, "select"):
         return False
-    if "select" in getattr(waiter, "__dict__", {"select": None}):
+    select = getattr(type(waiter), "select", None)
+    try:
+        parameters = list(inspect.signature(select).parameters) if callable(select) else []
+    except (TypeError, ValueError):
         return False
-    own = inspect.getattr_static(type(waiter), "select")
-    if not isinstance(own, types.FunctionType):
-        return False  # a mock or an odd select in place now: leave the selector as it is
-    ref = weakref.ref(waiter)
-
-    def select(timeout: float | None = None) -> Any:
-        waiter: Any = ref()  # alive: this function is reached through it
-        if type(waiter).select is not own:  # the class's select was patched since: call that
-            return _class_attribute(waiter, "select")(timeout)
-        if timeout == 0:  # a poll: no wait to time
-            return own(waiter, 0)
-        health.wait_began = began = CLOCK()
-        try:
-            return own(waiter, timeout)
-        finally:
-            health.wait_began = None
-            health.idle += CLOCK() - began
-
-    waiter.select = select
+    if parameters != ["self", "timeout"] or not _hook_class(type(waiter), "select", _select_hook):
+        return False
+    key = id(waiter)
+    _waits[key] = (weakref.ref(waiter, functools.partial(_wait_gone, key)), health)
     return True
 
 
-def _class_attribute(instance: Any, name: str) -> Any:
-    """``instance.name`` as if the instance had no attribute of that name: the class's own,
-    bound as Python binds it (a function becomes a method; a mock stays a mock)."""
-    attribute = inspect.getattr_static(type(instance), name)
-    get = getattr(type(attribute), "__get__", None)
-    return attribute if get is None else get(attribute, instance, type(instance))
+def _wait_gone(key: int, ref: object) -> None:
+    """A timed selector was collected: its id may be another's soon."""
+    entry = _waits.get(key)
+    if entry is not None and entry[0] is ref:
+        _waits.pop(key, None)
+
+
+def _forget_every_loop() -> None:
+    """Health went off: each watched loop's time goes into its totals, and it is watched no more
+    (a loop running now ends its run as it would have; turned on again, health watches the loops
+    recorded from then on)."""
+    now = CLOCK()
+    with _lock:
+        _forget_collected()
+        for health in _watched.values():
+            active, idle = health.active_and_idle(now)
+            health.totals.active += active
+            health.totals.idle += idle
+            health.forget_parent()  # no more time of its own: it is in the totals now
+        _watched.clear()
+        _running.clear()
+        _waits.clear()
 
 
 def _gone_callback(key: int, ref: object) -> None:
@@ -411,15 +529,37 @@ def utilization() -> Iterator[tuple[Labels, float]]:
 
 
 def tasks() -> Iterator[tuple[Labels, int]]:
-    """Tasks not done, per label set, over the watched loops still open."""
+    """Tasks not done, per label set, over the watched loops still open.
+
+    Each loop's count is taken at most every :data:`TASKS_EVERY` seconds: asyncio's
+    ``all_tasks()`` walks every task of every loop, and on free-threaded builds stops every
+    thread to do it.
+    """
     counts: dict[Labels, int] = {}
+    now = CLOCK()
     for health in watched():
         loop = health.ref()
         if loop is None or loop.is_closed():
             continue
+        counted = health.tasks_counted
+        if counted is None or now - counted[0] >= TASKS_EVERY:
+            counted = health.tasks_counted = (now, len(asyncio.all_tasks(loop)))
         labels = (health.record.origin, health.record.creator, health.record.loop_class)
-        counts[labels] = counts.get(labels, 0) + len(asyncio.all_tasks(loop))
+        counts[labels] = counts.get(labels, 0) + counted[1]
     yield from counts.items()
+
+
+def pending_age() -> Iterator[tuple[Labels, float]]:
+    """Per label set, how long the oldest callback due on a held loop has waited (the probe,
+    due since the hold began): 0 where no loop is held."""
+    now = CLOCK()
+    ages = {labels: 0.0 for labels in totals()}
+    for health in watched():
+        since = health.held_since
+        if since is not None and health.caught_up is None:
+            labels = (health.record.origin, health.record.creator, health.record.loop_class)
+            ages[labels] = max(ages[labels], now - since)
+    yield from ages.items()
 
 
 def held() -> Iterator[tuple[Labels, int]]:
@@ -444,11 +584,21 @@ class Sample:
     at: str
     """The innermost frame: where it was."""
     task: str | None
+    coroutines: tuple[str, ...] = ()
+    """The running task's coroutines on the thread's stack, outermost first."""
+    awaited_by: tuple[str, ...] = ()
+    """Who awaits the running task, nearest first (3.14+: asyncio's call graph)."""
 
     def __str__(self) -> str:
         task = f"task {self.task}: " if self.task else ""
         where = self.at if self.at == self.runs else f"{self.at}, called from {self.runs}"
-        return f"{task}{where}"
+        stack = f"; coroutines {' > '.join(self.coroutines)}" if len(self.coroutines) > 1 else ""
+        chain = f"; awaited by {' <- '.join(self.awaited_by)}" if self.awaited_by else ""
+        return f"{task}{where}{stack}{chain}"
+
+
+#: At most this many entries of an await chain are named (a log line stays a line).
+CHAIN_LIMIT = 16
 
 
 def sample(thread_id: int, loop: Any) -> Sample | None:
@@ -461,7 +611,64 @@ def sample(thread_id: int, loop: Any) -> Sample | None:
         frame = frame.f_back
     if not frames:
         return None
-    return Sample(runs=_where(frames[-1]), at=_where(frames[0]), task=_task_of(loop))
+    task = _current_task(loop)
+    return Sample(
+        runs=_where(frames[-1]),
+        at=_where(frames[0]),
+        task=_task_name(task) if task is not None else None,
+        coroutines=tuple(_where(f) for f in reversed(frames) if f.f_code.co_flags & _ASYNC),
+        awaited_by=_awaiting(task) if task is not None else (),
+    )
+
+
+_ASYNC = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _current_task(loop: Any) -> Any:
+    try:
+        return asyncio.current_task(loop)
+    except Exception:  # a loop closed meanwhile: the sample goes without it
+        return None
+
+
+def _task_name(task: Any) -> str | None:
+    """A task's name and coroutine, as the log line and span show it."""
+    try:
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", type(coro).__name__)
+        return printable(f"{task.get_name()} ({name})")
+    except Exception:  # an odd task: the sample goes without it
+        return None
+
+
+def _awaiting(task: Any) -> tuple[str, ...]:
+    """Who awaits ``task`` (tasks, and futures such as gather's), nearest first: asyncio's call
+    graph (3.14+), read while the task's loop is held. Each awaiting task with where it waits."""
+    capture = getattr(asyncio, "capture_call_graph", None)
+    if capture is None:
+        return ()
+    try:
+        graph = capture(task)  # no loop runs in this thread: the graph of ``task`` as it is
+        named: list[str] = []
+        level = list(graph.awaited_by) if graph is not None else []
+        while level and len(named) < CHAIN_LIMIT:
+            node = level.pop(0)
+            named.append(_awaiter(node))
+            level = list(node.awaited_by) + level  # depth first: each chain in its order
+        return tuple(named)
+    except Exception:  # the loop ran on meanwhile and changed the graph: no chain this time
+        return ()
+
+
+def _awaiter(node: Any) -> str:
+    future = node.future
+    if isinstance(future, asyncio.Task):
+        name = f"task {_task_name(future)}"
+    else:
+        name = f"future {type(future).__qualname__}"
+    frames = [entry.frame for entry in node.call_stack]  # innermost first: where it awaits
+    mine = [frame for frame in frames if not _machinery(frame)] or frames  # not asyncio's own
+    return f"{name} at {_where(mine[0])}" if mine else name
 
 
 #: The functions in which a loop runs its callbacks: below them is who runs the loop.
@@ -482,42 +689,61 @@ def _where(frame: Any) -> str:
     return printable(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
 
 
-def _task_of(loop: Any) -> str | None:
-    """The task the loop steps now, if any: its name and coroutine."""
-    try:
-        task = asyncio.current_task(loop)
-        if task is None:
-            return None
-        coro = task.get_coro()
-        name = getattr(coro, "__qualname__", type(coro).__name__)
-        return printable(f"{task.get_name()} ({name})")
-    except Exception:  # a loop closed meanwhile: the sample goes without it
-        return None
-
-
 class _Watchdog:
-    """One thread per process that looks at the running watched loops a few times per threshold."""
+    """One thread per process that looks at the running watched loops a few times per threshold.
+
+    It runs only while a watched loop runs: started as the first one starts, ended and joined
+    as the last one stops (and when health goes off), so a program's threads are what they are
+    bare whenever no watched loop runs (no fork warning; CPython's own tests see no thread
+    left behind).
+    """
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
         self.event = threading.Event()
 
     def start(self) -> None:
         """Start the thread, once (it sleeps while no watched loop runs)."""
         if self.thread is None or not self.thread.is_alive():
             with _lock:
-                if self.thread is None or not self.thread.is_alive():
+                if _enabled and (self.thread is None or not self.thread.is_alive()):
+                    self.stopping = threading.Event()
                     self.thread = threading.Thread(
-                        target=self.run, name="tracedpolicy-health", daemon=True
+                        target=self.run, args=(self.stopping,), name="tracedpolicy-health"
                     )
+                    self.thread.daemon = True
                     self.thread.start()
+
+    def detach(self) -> threading.Thread | None:
+        """Tell the thread to end (under ``_lock``); a loop started later starts another."""
+        thread, self.thread = self.thread, None
+        self.stopping.set()
+        self.event.set()
+        return thread
+
+    def join(self, thread: threading.Thread | None) -> None:
+        """Wait for a detached thread to end; end the spans of loops held now."""
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(STOP_SECONDS)
+        for health in list(_running.values()):
+            if health.held_since is not None:
+                self.released(health)
+            if not health.running:
+                _running.pop(id(health), None)
+
+    def stop(self) -> None:
+        """End the thread and wait for it."""
+        with _lock:
+            thread = self.detach()
+        self.join(thread)
 
     def wake(self) -> None:
         self.start()
         self.event.set()
 
-    def run(self) -> None:
-        while True:
+    def run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             self.event.clear()  # before looking: a loop started after this wakes the next wait
             loops = list(_running.values())
             if not loops:
@@ -613,8 +839,7 @@ def _after_fork_in_child() -> None:
     that runs here is watched again from then on)."""
     global _watchdog
     for health in _watched.values():
-        health.forget_parent()
-    _watched.clear()
+        health.forget_parent()  # still found by the class hooks: watched again if run here
     _running.clear()
     _time_reported.clear()
     _gone.clear()

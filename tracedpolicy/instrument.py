@@ -25,7 +25,7 @@ import logging
 import weakref
 from typing import Any, Callable, cast
 
-from tracedpolicy import _compat, construction, forksafe, telemetry
+from tracedpolicy import _compat, construction, forksafe, health, multiprocess, telemetry
 from tracedpolicy.factory import hook_runner, unhook_runner
 from tracedpolicy.install import unwatch_setter, watch_setter
 from tracedpolicy.loops import close_hooks_of_the_mode
@@ -50,6 +50,8 @@ _traced_in_place: dict[int, Callable[[], Any]] = {}
 _lazy_default: Patch | None = None
 #: The metrics server instrument() started (metrics_port), which uninstrument() stops.
 _server: Any | None = None
+#: Loop health was off before instrument() turned it on: uninstrument() turns it off again.
+_health_turned_on = False
 
 
 def instrument(**options: Any) -> None:
@@ -59,17 +61,18 @@ def instrument(**options: Any) -> None:
     stack, report at exit), over the ``TRACEDPOLICY_*`` variables. A bad one raises before
     anything changes.
     """
-    global _on, _lazy_default, _server
+    global _on, _lazy_default, _server, _health_turned_on
     if "label" in options:
         raise TypeError(
             "instrument() takes no label: each policy, factory and loop class is named by itself"
         )
     parsed = Options.parse("instrument()", options, refused=("label",))
     with _lock:
-        server_before = telemetry.metrics_server()
+        server_before, health_before = telemetry.metrics_server(), health.enabled()
         telemetry.configure(parsed, options)
         if telemetry.metrics_server() is not server_before:
             _server = telemetry.metrics_server()  # started here: uninstrument() stops it
+        _health_turned_on = _health_turned_on or (health.enabled() and not health_before)
         _on = True
         close_hooks_of_the_mode(True)
         if API.has_policies:
@@ -86,11 +89,16 @@ def uninstrument() -> None:
 
     The process-wide policy stays the one the application last chose, untraced.
     """
-    global _on, _lazy_default, _server
+    global _on, _lazy_default, _server, _health_turned_on
     with _lock:
         _on = False
         server, _server = _server, None
         telemetry.stop_metrics_server(server)
+        if _health_turned_on:
+            _health_turned_on = False
+            off = {"health": False}
+            telemetry.configure(Options.parse("uninstrument()", off), off)
+        multiprocess.stop_thread()  # after a last copy; the next count to copy starts it again
         construction.unhook()
         unhook_runner()
         if API.has_policies:

@@ -172,8 +172,17 @@ EVENTLOOP_TASKS = Metric(
     "asyncio_eventloop_tasks",
     "gauge",
     "{task}",
-    "Tasks not done on the watched loops still open.",
+    "Tasks not done on the watched loops still open (each loop counted at most every 10 s).",
     LOOP_LABELS,
+)
+EVENTLOOP_PENDING_AGE = Metric(
+    "asyncio.eventloop.pending.age",
+    "asyncio_eventloop_pending_age_seconds",
+    "gauge",
+    "s",
+    "How long the oldest callback due on a held loop has waited to run (0: none is held).",
+    LOOP_LABELS,
+    multiprocess_mode="livemax",
 )
 
 #: The buckets of each histogram, the same for every exporter.
@@ -200,8 +209,9 @@ ALL = (
     EVENTLOOP_BLOCKED,
     EVENTLOOP_HELD,
     EVENTLOOP_TASKS,
+    EVENTLOOP_PENDING_AGE,
 )
-HEALTH = ALL[-6:]
+HEALTH = ALL[-7:]
 
 
 def samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
@@ -265,6 +275,7 @@ def _health_samples(metric: Metric) -> Iterator[tuple[dict[str, str], Any]]:
         EVENTLOOP_UTILIZATION: health.utilization,
         EVENTLOOP_HELD: health.held,
         EVENTLOOP_TASKS: health.tasks,
+        EVENTLOOP_PENDING_AGE: health.pending_age,
     }
     if metric in readers:
         for labels, value in readers[metric]():

@@ -150,7 +150,6 @@ def start() -> None:
         add_sink(_sink)
         health.add_delay_sink(_delay_sink)
         forksafe.at_exit(_at_exit)
-    _start_thread()
 
 
 def sync() -> None:
@@ -234,6 +233,8 @@ def _sink(event: PolicyEvent) -> None:
     or a file) is a ``multiprocess`` failure, whoever's call it happened in."""
     writer = _writer
     if writer is not None:
+        if _thread is None:
+            _start_thread()  # the first count to copy: a process that counts nothing has none
         try:
             with _lock:
                 writer.observe(event)
@@ -245,6 +246,8 @@ def _delay_sink(record: LoopRecord, delay: float) -> None:
     """A health probe's delay, into this process's histogram file."""
     writer = _writer
     if writer is not None:
+        if _thread is None:
+            _start_thread()
         try:
             family = writer.families[metrics.EVENTLOOP_DELAY]
             family.labels(record.origin, record.creator, record.loop_class).observe(delay)
@@ -252,16 +255,41 @@ def _delay_sink(record: LoopRecord, delay: float) -> None:
             record_internal_error("multiprocess", failure)
 
 
-def _start_thread() -> None:
-    thread = threading.Thread(target=_sync_forever, name="tracedpolicy-multiprocess", daemon=True)
-    thread.start()
-
-
+_thread: threading.Thread | None = None
+_thread_lock = threading.Lock()
 _stop = threading.Event()
 
 
-def _sync_forever() -> None:
-    while not _stop.wait(SYNC_SECONDS):
+def _start_thread() -> None:
+    global _thread
+    with _thread_lock:
+        if _thread is not None or _stop.is_set():
+            return
+        _thread = threading.Thread(
+            target=_sync_forever, args=(_stop,), name="tracedpolicy-multiprocess", daemon=True
+        )
+        _thread.start()
+
+
+def stop_thread() -> None:
+    """End the copying thread, after a last copy (``uninstrument()``: the process's threads as
+    before); the next count to copy starts it again."""
+    global _thread, _stop
+    with _thread_lock:
+        thread, _thread = _thread, None
+        stop = _stop
+        if not stop.is_set():  # set: this process is done (at exit), and stays so
+            _stop = threading.Event()
+    if thread is None:
+        return
+    stop.set()
+    if thread is not threading.current_thread():
+        thread.join(5)
+    sync()
+
+
+def _sync_forever(stop: threading.Event) -> None:
+    while not stop.wait(SYNC_SECONDS):
         sync()
 
 
@@ -285,10 +313,10 @@ def _after_fork_in_child() -> None:
     writer = _writer
     if writer is None:
         return
-    global _stop
+    global _stop, _thread, _thread_lock
     writer.forget_copies()
     _stop = threading.Event()  # the parent's may be mid-wait in its thread, which is gone
-    _start_thread()
+    _thread, _thread_lock = None, threading.Lock()  # started again at the child's first count
 
 
 if hasattr(os, "register_at_fork"):

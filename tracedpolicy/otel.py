@@ -257,6 +257,10 @@ class HeldSpans:
             event["code.stacktrace"] = f"{seen.at}\n{seen.runs}"
             if seen.task is not None:
                 event["asyncio.task"] = seen.task
+            if seen.coroutines:
+                event["asyncio.task.coroutines"] = seen.coroutines
+            if seen.awaited_by:
+                event["asyncio.task.awaited_by"] = seen.awaited_by
         span.add_event("blocked", event)
         return span
 

@@ -135,3 +135,15 @@ def wrap_everywhere(owners: list[Any], name: str, wrapper: Wrapper) -> list[Patc
         setattr(owner, name, function_wrapper)
         patches.append(Patch(owner, name, original, function_wrapper))
     return patches
+
+
+def replace(owner: Any, name: str, function: Callable[..., Any]) -> Patch:
+    """Put ``function`` (a plain function, which binds as a method) in place of ``owner.name``.
+
+    For the hot paths where wrapt's binding (a wrapper object made per access) costs too much;
+    ``function`` should carry ``functools.wraps`` of what it replaces, so ``inspect`` sees the
+    original's signature. Raises TypeError or AttributeError where ``owner`` is immutable.
+    """
+    original = vars(owner).get(name, _MISSING)
+    setattr(owner, name, function)
+    return Patch(owner, name, original, function)

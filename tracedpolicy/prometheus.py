@@ -143,6 +143,7 @@ def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None
 
             class Server(ThreadingWSGIServer):
                 address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+                thread: threading.Thread | None = None
 
             server = make_server(addr, port, make_app(registry), Server, _QuietHandler)
         except OSError as failure:
@@ -158,7 +159,8 @@ def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None
             record_internal_error("http_server", failure)
             return None
         name = f"tracedpolicy-metrics-{server.server_port}"
-        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+        server.thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+        server.thread.start()
         _servers[(addr, port)] = _servers[(addr, server.server_port)] = server
     _warn_if_reachable(server)
     return server
@@ -191,6 +193,9 @@ def stop(server: Any) -> None:
             del _servers[key]
     server.shutdown()
     server.server_close()
+    thread = getattr(server, "thread", None)
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(5)  # gone when stop() returns: the process's threads are as before
 
 
 def forget_servers_in_child() -> None:
