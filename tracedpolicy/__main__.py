@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import urllib.parse
-import urllib.request
 from typing import Any
 
-from tracedpolicy import bootstrap, demo
-from tracedpolicy.loops import printable
+from tracedpolicy import bootstrap
 from tracedpolicy.options import Options
 
 
@@ -62,6 +59,11 @@ def run_program(target: str, arguments: list[str], as_module: bool) -> int:
 
 def print_remote_report(url: str) -> int:
     """Fetch and print the ``/loops`` page of a process serving tracedpolicy's metrics."""
+    import urllib.parse
+    import urllib.request
+
+    from tracedpolicy.loops import printable
+
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         print(f"tracedpolicy report: expected an http URL, got {url!r}", file=sys.stderr)
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         return print_remote_report(args.url)
     if args.command == "run":
         return run_program(args.target, args.arguments, as_module=args.module)
+    from tracedpolicy import demo  # run needs none of it (nor asyncio): it starts the program
+
     return demo.main(
         port=args.port,
         addr=args.addr,

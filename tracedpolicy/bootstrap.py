@@ -11,8 +11,8 @@ tally at exit, and so does any image it ``os.exec*``'s into (the same pid); proc
 in turn trace their own loops without serving, so nobody fights over the port. A daemon (forked
 twice, its parents gone) is a forked child: it traces, but the server was a thread of the first.
 The mode starts as asyncio is first imported (see the sitecustomize), so a process that never
-imports it never loads tracedpolicy. ``python -E``, ``-I`` or ``-S`` ignore ``PYTHONPATH`` or ``site``: there
-the mode cannot start, so ``run`` refuses them (:func:`unstartable_under`).
+imports it never loads tracedpolicy. ``python -E``, ``-I`` or ``-S`` ignore ``PYTHONPATH`` or
+``site``: there the mode cannot start, so ``run`` refuses them (:func:`unstartable_under`).
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# ruff: noqa: F401, UP004, UP031, UP036 (Python 2 reads this file: no f-strings, annotations)
 """Turn tracedpolicy's whole-process mode on in every Python process of a ``run``, when needed.
 
 ``python -m tracedpolicy run`` starts the program with this folder first on ``PYTHONPATH``, so
@@ -20,12 +21,17 @@ runs the hidden sitecustomize, silently.
 import os
 import sys
 
+TYPE_CHECKING = False  # typing's would cost an import
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
 ROLE = "TRACEDPOLICY_BOOTSTRAP"  # tracedpolicy.bootstrap.TRACEDPOLICY_BOOTSTRAP
 MAIN = "main"
 OLDEST = (3, 9)
 
 
 def _first_of_the_run():
+    # type: () -> bool
     """Whether this is the process ``run`` started, in whatever image it has exec'd into.
 
     ``run`` marks it ``main``; it writes its pid in its place, so a process it starts (another
@@ -39,6 +45,7 @@ def _first_of_the_run():
 
 
 def _start():
+    # type: () -> None
     """The whole-process mode on, now; a failure is one line on stderr, the program goes on."""
     try:
         from tracedpolicy.bootstrap import start
@@ -55,15 +62,19 @@ class _StartAfter(object):
     other question as the real loader, and the module names the real one."""
 
     def __init__(self, loader, finder):
+        # type: (Any, _WhenAsyncioIsImported) -> None
         self.loader, self.finder = loader, finder
 
     def __getattr__(self, name):
+        # type: (str) -> Any
         return getattr(self.loader, name)
 
     def create_module(self, spec):
+        # type: (Any) -> Any
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
+        # type: (Any) -> None
         module.__loader__ = module.__spec__.loader = self.loader
         self.loader.exec_module(module)
         self.finder.remove()
@@ -74,6 +85,7 @@ class _WhenAsyncioIsImported(object):
     """Finds nothing itself: hands asyncio's spec over with a loader that starts the mode."""
 
     def find_spec(self, fullname, path=None, target=None):
+        # type: (str, Any, Any) -> Any
         if fullname != "asyncio":
             return None
         for finder in list(sys.meta_path):
@@ -89,11 +101,13 @@ class _WhenAsyncioIsImported(object):
         return None
 
     def remove(self):
+        # type: () -> None
         if self in sys.meta_path:
             sys.meta_path.remove(self)
 
 
 def _turn_on():
+    # type: () -> Optional[_WhenAsyncioIsImported]
     """Start the mode now if it is needed already, else when asyncio is imported."""
     role = os.environ.get(ROLE, "")
     if not role or sys.version_info < OLDEST:
@@ -108,6 +122,7 @@ def _turn_on():
 
 
 def _run_the_hidden_sitecustomize():
+    # type: () -> None
     here = os.path.dirname(os.path.abspath(__file__))
     rest = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != here]
     if sys.version_info[0] < 3:
