@@ -1,4 +1,4 @@
-"""What loads when: ``import tracedpolicy`` and a traced policy load no exporter until it is used."""
+"""What loads when: `import tracedpolicy` and a traced policy load no exporter until it is used."""
 
 from __future__ import annotations
 
