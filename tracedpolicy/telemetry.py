@@ -99,9 +99,10 @@ def _apply(options: Options, names: set[str]) -> None:
     if names & {"prometheus", "prometheus_registry"} and options.prometheus:
         registry = options.prometheus_registry
         if registry is None and options.metrics_port is None and not _multiprocess_wanted():
-            imports.when_imported("prometheus_client", lambda _: _register(None))
+            # No multi-process directory now: the files stay off, as they would have been.
+            imports.when_imported("prometheus_client", lambda _: _register(None, files=False))
         else:
-            _register(registry)
+            _register(registry, files=True)
     if "metrics_port" in names and options.metrics_port is not None:
         from tracedpolicy import prometheus
 
@@ -150,14 +151,17 @@ def _multiprocess_wanted() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # multiprocess.directory()'s
 
 
-def _register(registry: Any) -> None:
-    """The collector in ``registry`` (None: prometheus_client's), and with
+def _register(registry: Any, files: bool) -> None:
+    """The collector in ``registry`` (None: prometheus_client's), and (``files``) with
     ``PROMETHEUS_MULTIPROC_DIR`` set, the files too."""
     try:
-        from tracedpolicy import multiprocess, prometheus
+        from tracedpolicy import prometheus
 
         prometheus.register(registry)
-        multiprocess.start()
+        if files:
+            from tracedpolicy import multiprocess
+
+            multiprocess.start()
     except Exception as failure:
         record_internal_error("collector", failure)
 
