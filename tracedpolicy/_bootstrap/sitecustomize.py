@@ -10,7 +10,7 @@ It costs next to nothing: it imports no tracedpolicy, only puts a finder on ``sy
 that turns the mode on once ``asyncio`` has been imported (uvloop imports asyncio first), so a
 process that never imports asyncio never loads tracedpolicy. The mode starts at once where
 asyncio is already imported (by a ``.pth`` file, say) or the first process is asked for a
-metrics port (its URL is printed as the program starts), and after the sitecustomize this one
+metrics port or loop health (see _serves_from_the_start), and after the sitecustomize this one
 hides (a virtualenv's, OpenTelemetry's, the application's), which runs next, if that imported
 asyncio without the finder seeing it.
 
@@ -42,6 +42,15 @@ def _first_of_the_run():
     if mark == MAIN:
         os.environ[ROLE] = mark = here
     return mark == here
+
+
+def _serves_from_the_start():
+    # type: () -> bool
+    """Whether the first process is asked for a port (its URL is printed as the program starts)
+    or for loop health (its thread starts with the mode: at start-up, not inside whichever code,
+    a test say, happens to import asyncio first)."""
+    health = os.environ.get("TRACEDPOLICY_HEALTH", "").strip().lower()
+    return bool(os.environ.get("TRACEDPOLICY_METRICS_PORT")) or health in ("1", "true", "on", "yes")
 
 
 def _start():
@@ -112,8 +121,7 @@ def _turn_on():
     role = os.environ.get(ROLE, "")
     if not role or sys.version_info < OLDEST:
         return None
-    first = _first_of_the_run()
-    if "asyncio" in sys.modules or (first and os.environ.get("TRACEDPOLICY_METRICS_PORT")):
+    if "asyncio" in sys.modules or (_first_of_the_run() and _serves_from_the_start()):
         _start()
         return None
     finder = _WhenAsyncioIsImported()
