@@ -100,7 +100,7 @@ def _apply(options: Options, names: set[str]) -> None:
         registry = options.prometheus_registry
         if registry is None and options.metrics_port is None and not _multiprocess_wanted():
             # No multi-process directory now: the files stay off, as they would have been.
-            imports.when_imported("prometheus_client", lambda _: _register(None, files=False))
+            imports.when_imported("prometheus_client", _register_in_the_default_registry)
         else:
             _register(registry, files=True)
     if "metrics_port" in names and options.metrics_port is not None:
@@ -164,6 +164,12 @@ def _register(registry: Any, files: bool) -> None:
             multiprocess.start()
     except Exception as failure:
         record_internal_error("collector", failure)
+
+
+def _register_in_the_default_registry(_: Any) -> None:
+    """prometheus_client was imported: the collector in its registry, if still wanted."""
+    if _in_force is not None and _in_force.prometheus:
+        _register(None, files=False)
 
 
 def _report_at_exit() -> None:
