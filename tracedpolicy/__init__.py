@@ -26,51 +26,131 @@ from tracedpolicy import _launcher
 
 _launcher.forget_the_working_directory()  # first: before any import a working dir could shadow
 
-from typing import Any
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-from tracedpolicy import hierarchy
-from tracedpolicy.errors import internal_errors
-from tracedpolicy.factory import TracedLoopFactory, loop_factory
-from tracedpolicy.install import install, installed, uninstall
-from tracedpolicy.instrument import instrument, instrumented, uninstrument
-from tracedpolicy.policy import TracedEventLoopPolicy, is_traced, traced
-from tracedpolicy.recorder import PolicyEvent, add_observer, remove_observer, snapshot
-from tracedpolicy.report import leak_report, open_loops
-from tracedpolicy.telemetry import metrics_server
+if TYPE_CHECKING:  # at run time each name is loaded when first asked for: see __getattr__
+    from tracedpolicy.errors import internal_errors as internal_errors
+    from tracedpolicy.factory import (
+        TracedLoopFactory as TracedLoopFactory,
+    )
+    from tracedpolicy.factory import (
+        loop_factory as loop_factory,
+    )
+    from tracedpolicy.install import (
+        install as install,
+    )
+    from tracedpolicy.install import (
+        installed as installed,
+    )
+    from tracedpolicy.install import (
+        uninstall as uninstall,
+    )
+    from tracedpolicy.instrument import (
+        instrument as instrument,
+    )
+    from tracedpolicy.instrument import (
+        instrumented as instrumented,
+    )
+    from tracedpolicy.instrument import (
+        uninstrument as uninstrument,
+    )
+    from tracedpolicy.policy import (
+        TracedEventLoopPolicy as TracedEventLoopPolicy,
+    )
+    from tracedpolicy.policy import (
+        is_traced as is_traced,
+    )
+    from tracedpolicy.policy import (
+        traced as traced,
+    )
+    from tracedpolicy.recorder import (
+        PolicyEvent as PolicyEvent,
+    )
+    from tracedpolicy.recorder import (
+        add_observer as add_observer,
+    )
+    from tracedpolicy.recorder import (
+        remove_observer as remove_observer,
+    )
+    from tracedpolicy.recorder import (
+        snapshot as snapshot,
+    )
+    from tracedpolicy.report import leak_report as leak_report
+    from tracedpolicy.report import open_loops as open_loops
+    from tracedpolicy.telemetry import metrics_server as metrics_server
 
 __version__ = "0.1.0"
 
-# The traced stdlib classes are listed only where the platform has them, as asyncio does.
-__all__ = [
-    *hierarchy.CLASSES,
-    "PolicyEvent",
-    "TracedEventLoopPolicy",
-    "TracedLoopFactory",
-    "add_observer",
-    "install",
-    "installed",
-    "instrument",
-    "instrumented",
-    "internal_errors",
-    "is_traced",
-    "leak_report",
-    "loop_factory",
-    "metrics_server",
-    "open_loops",
-    "remove_observer",
-    "snapshot",
-    "traced",
-    "uninstall",
-    "uninstrument",
-]
+#: Each public name, by the module that has it. ``import tracedpolicy`` loads none of them (a
+#: launcher, ``python -m tracedpolicy``, needs none); the first use loads that module and what
+#: it needs, never the exporters (see :mod:`tracedpolicy.telemetry`).
+_PUBLIC = {
+    "PolicyEvent": "recorder",
+    "TracedEventLoopPolicy": "policy",
+    "TracedLoopFactory": "factory",
+    "add_observer": "recorder",
+    "install": "install",
+    "installed": "install",
+    "instrument": "instrument",
+    "instrumented": "instrument",
+    "internal_errors": "errors",
+    "is_traced": "policy",
+    "leak_report": "report",
+    "loop_factory": "factory",
+    "metrics_server": "telemetry",
+    "open_loops": "report",
+    "remove_observer": "recorder",
+    "snapshot": "recorder",
+    "traced": "policy",
+    "uninstall": "install",
+    "uninstrument": "instrument",
+}
+
+
+def _classes() -> dict[str, type]:
+    """The traced stdlib classes this platform has (loads the policies)."""
+    from tracedpolicy import hierarchy
+
+    return hierarchy.CLASSES
 
 
 def __getattr__(name: str) -> Any:
-    """Hand out the traced stdlib classes this platform has; fail like asyncio for the rest."""
-    if name in hierarchy.CLASSES:
-        return hierarchy.CLASSES[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """The public names, the traced stdlib classes this platform has and the submodules, each
+    loaded when first asked for; fail like asyncio for the rest."""
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f"tracedpolicy.{_PUBLIC[name]}"), name)
+    elif name == "__all__":  # the traced stdlib classes are listed only where they exist
+        value = [*_classes(), *sorted(_PUBLIC)]
+    elif name.startswith("Traced") and name.endswith("EventLoopPolicy"):
+        if name in _classes():
+            return _classes()[name]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    else:
+        try:  # a submodule: ``import tracedpolicy`` then ``tracedpolicy.policy``, as before
+            return importlib.import_module(f"tracedpolicy.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"tracedpolicy.{name}":
+                raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """The package, whose functions ``install`` and ``instrument`` stay functions when their
+    modules of the same name load (the import system then sets the module on its package)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _PUBLIC.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(hierarchy.CLASSES))
+    return sorted(set(globals()) | set(_PUBLIC) | set(_classes()))

@@ -9,18 +9,12 @@ report http://127.0.0.1:PORT prints a running process's open loops.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import shutil
-import socket
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from tracedpolicy import bootstrap, demo
-from tracedpolicy.loops import printable
+from tracedpolicy import bootstrap
 from tracedpolicy.options import TRACEDPOLICY_QUIET, VARIABLES, Options, unknown_variables
 
 RUN_USAGE = "python -m tracedpolicy run [-m] TARGET [ARGS ...]"
@@ -100,6 +94,8 @@ def _python_command(name: str) -> str | None:
     The shell would run it with the interpreter of its first line; it runs with this one,
     which is the one that has tracedpolicy (``sys.argv[0]`` is its path, as the shell gives).
     """
+    import shutil
+
     if os.sep in name or (os.altsep and os.altsep in name):
         return None
     path = shutil.which(name)
@@ -115,6 +111,8 @@ def _python_command(name: str) -> str | None:
 
 def _module_hint(target: str) -> str:
     """For a target that is no file but names an importable module: how to run it."""
+    import importlib.util
+
     if target.endswith(".py") or not target.replace(".", "").replace("_", "").isalnum():
         return ""
     try:
@@ -181,6 +179,8 @@ def parse_run(parser: argparse.ArgumentParser, rest: list[str]) -> tuple[bool, s
 
 def report_url(given: str) -> str | None:
     """The ``/loops`` URL for what ``report`` was given (a URL, host:port or a bare port)."""
+    import urllib.parse
+
     text = given.strip()
     if text.isdigit():
         text = f"127.0.0.1:{text}"
@@ -196,6 +196,10 @@ def report_url(given: str) -> str | None:
 
 def print_remote_report(url: str) -> int:
     """Fetch and print the ``/loops`` page of a process serving tracedpolicy's metrics."""
+    import urllib.request
+
+    from tracedpolicy.loops import printable
+
     target = report_url(url)
     if target is None:
         print(
@@ -293,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         return failed
     if args.port and not _port_is_free(args.addr, args.port):
         return 1
+    from tracedpolicy import demo  # run needs none of it (nor asyncio): it starts the program
+
     return demo.main(
         port=args.port,
         addr=args.addr,
@@ -309,6 +315,8 @@ def _port_is_free(addr: str, port: int) -> bool:
     The demo is only worth running with its metrics served, so a busy port stops it before
     it starts (the library's own message would say that tracing goes on).
     """
+    import socket
+
     try:
         family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
         with socket.create_server((addr, port), family=family):

@@ -7,9 +7,12 @@ with the same interpreter and flags, with :mod:`tracedpolicy._bootstrap` first o
 it starts is traced as well. On POSIX the program replaces ``run`` (same pid, same signals).
 
 The process ``run`` started serves the metrics (``TRACEDPOLICY_METRICS_PORT``) and prints the
-tally at exit; processes it starts in turn trace their own loops without serving, so nobody
-fights over the port. ``python -E``, ``-I`` or ``-S`` ignore ``PYTHONPATH`` or ``site``: there
-the mode cannot start, so ``run`` refuses them (:func:`unstartable_under`).
+tally at exit, and so does any image it ``os.exec*``'s into (the same pid); processes it starts
+in turn trace their own loops without serving, so nobody fights over the port. A daemon (forked
+twice, its parents gone) is a forked child: it traces, but the server was a thread of the first.
+The mode starts as asyncio is first imported (see the sitecustomize), so a process that never
+imports it never loads tracedpolicy. ``python -E``, ``-I`` or ``-S`` ignore ``PYTHONPATH`` or
+``site``: there the mode cannot start, so ``run`` refuses them (:func:`unstartable_under`).
 """
 
 from __future__ import annotations
@@ -21,17 +24,27 @@ import sys
 from typing import Any, NoReturn
 
 #: Set by ``run`` for the processes of a traced program: ``main`` for the one it starts, which
-#: turns it to ``worker`` for the processes that one starts in turn.
+#: writes its pid there: the processes it starts in turn (other pids) are workers, and the
+#: images it exec's into (its pid) still the first.
 TRACEDPOLICY_BOOTSTRAP = "TRACEDPOLICY_BOOTSTRAP"
-MAIN, WORKER = "main", "worker"
+MAIN = "main"
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
 
 def start() -> None:
     """In a process of a ``run``: turn the whole-process mode on (sitecustomize calls this)."""
-    if os.environ.get(TRACEDPOLICY_BOOTSTRAP, "") in (MAIN, WORKER):
+    if os.environ.get(TRACEDPOLICY_BOOTSTRAP, ""):
         start_here(announce=True)
+
+
+def first_of_its_family() -> bool:
+    """Whether this process is the first of its family (unmarked yet, or marked with its pid),
+    in whatever image it has exec'd into; marks the environment for the processes it starts."""
+    mark, here = os.environ.get(TRACEDPOLICY_BOOTSTRAP, ""), str(os.getpid())
+    if mark in ("", MAIN):
+        os.environ[TRACEDPOLICY_BOOTSTRAP] = mark = here
+    return mark == here
 
 
 def start_here(announce: bool = False, **options: Any) -> None:
@@ -45,10 +58,9 @@ def start_here(announce: bool = False, **options: Any) -> None:
     from tracedpolicy import otlp
 
     options = {**otlp.export_tracedpolicy(), **options}  # OTEL_EXPORTER_OTLP_*: each its own
-    if os.environ.get(TRACEDPOLICY_BOOTSTRAP) == WORKER:
+    if not first_of_its_family():
         tracedpolicy.instrument(metrics_port=None, report_at_exit=False, **options)
         return
-    os.environ[TRACEDPOLICY_BOOTSTRAP] = WORKER  # for the processes this one starts
     tracedpolicy.instrument(**options)
     server = tracedpolicy.metrics_server()
     if announce and server is not None:

@@ -298,6 +298,10 @@ def _main_with_workers(
     import shutil
     import tempfile
 
+    # prometheus_client before the directory is set: this process serves, merging the
+    # workers' files; its own metrics stay in memory, it writes none.
+    import prometheus_client  # noqa: F401
+
     from tracedpolicy import multiprocess
 
     made_directory = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from typing import Any
 
 from tracedpolicy import forksafe
@@ -31,16 +30,18 @@ OTLP_VARIABLES = (
 
 def wanted() -> bool:
     """Whether the environment asks for OTLP and nobody set up an SDK tracer provider yet."""
+    if not any(os.environ.get(name) for name in OTLP_VARIABLES):
+        return False
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    if not any(os.environ.get(name) for name in OTLP_VARIABLES):
-        return False
     return not isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
 def process_resource(service_name: str | None = None) -> Any:
     """The resource of this process: its own instance id and pid, over the standard variables."""
+    import uuid
+
     from opentelemetry.sdk.resources import (
         OTELResourceDetector,
         ProcessResourceDetector,

@@ -26,7 +26,6 @@ from prometheus_client.registry import Collector
 from tracedpolicy import forksafe, metrics, multiprocess
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.metrics import ALL, samples
-from tracedpolicy.report import leak_report
 from tracedpolicy.stats import HistogramSnapshot
 
 
@@ -108,6 +107,8 @@ def make_app(registry: CollectorRegistry) -> Callable[..., Any]:
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("PATH_INFO") == "/loops":
+            from tracedpolicy.report import leak_report  # the renderer, when first asked
+
             body = leak_report().encode()
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [body]

@@ -3,6 +3,11 @@
 Exporters are per process, like the recorders they read. The first traced policy, install()
 or loop_factory() sets them up from its options and the TRACEDPOLICY_* variables; a later one
 changes only the exporter options it passes itself.
+
+Each loads when first used, so that ``import tracedpolicy`` is little more than a loop event
+needs: the Prometheus collector as ``prometheus_client`` is imported (by the application, or
+here for a port, a registry given, or the multi-process directory), the HTTP server for a
+port, the multi-process files with ``PROMETHEUS_MULTIPROC_DIR``, the report's renderer at exit.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from tracedpolicy import forksafe, health, multiprocess, otel, prometheus, report
+from tracedpolicy import forksafe, health, imports
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import REGISTRY
 from tracedpolicy.options import Options, warn_of_unknown_variables
@@ -83,28 +89,94 @@ def _apply(options: Options, names: set[str]) -> None:
     if "creation_stack" in names:
         REGISTRY.stack_depth = options.creation_stack
     if "report_at_exit" in names and options.report_at_exit and not _report_registered:
-        atexit.register(report.report_at_exit)
+        atexit.register(_report_at_exit)
         _report_registered = True
+    # The global providers are the API's until an SDK is set, which imports the API: until
+    # then there is nobody to send to, and the API waits for its first importer.
     if names & {"spans", "tracer_provider"}:
-        try:
-            otel.configure_tracing(options.tracer_provider, options.spans)
-        except Exception as failure:  # a provider that fails must not fail the policy
-            record_internal_error("tracer", failure)
+        _configure_otel("tracer", "opentelemetry.trace", options.tracer_provider is None)
     if "meter_provider" in names:
-        try:
-            otel.configure_metrics(options.meter_provider)
-        except Exception as failure:
-            record_internal_error("meter", failure)
+        _configure_otel("meter", "opentelemetry.metrics", options.meter_provider is None)
     if names & {"prometheus", "prometheus_registry"} and options.prometheus:
-        try:
-            prometheus.register(options.prometheus_registry)
-            multiprocess.start()  # with PROMETHEUS_MULTIPROC_DIR set: the files too
-        except Exception as failure:
-            record_internal_error("collector", failure)
+        registry = options.prometheus_registry
+        if registry is None and options.metrics_port is None and not _multiprocess_wanted():
+            # No multi-process directory now: the files stay off, as they would have been.
+            imports.when_imported("prometheus_client", _register_in_the_default_registry)
+        else:
+            _register(registry, files=True)
     if "metrics_port" in names and options.metrics_port is not None:
+        from tracedpolicy import prometheus
+
         _server = prometheus.serve(
             options.metrics_port, options.metrics_addr, options.prometheus_registry
         )
+
+
+def _configure_otel(kind: str, api: str, wait: bool) -> None:
+    """Configure the ``tracer`` or ``meter`` side now, or (``wait``) once ``api`` is imported."""
+    _otel_pending.add(kind)
+    if wait:
+        imports.when_imported(api, _otel_imported)
+    else:
+        _otel_imported(None)
+
+
+_otel_pending: set[str] = set()
+_otel_busy = False
+
+
+def _otel_imported(_: Any) -> None:
+    """What is pending, as the options in force say. Loading tracedpolicy.otel imports both
+    APIs, and so calls back here; the outer call does it all."""
+    global _otel_busy
+    if _otel_busy or _in_force is None:
+        return
+    _otel_busy = True
+    try:
+        while _otel_pending:
+            kind = _otel_pending.pop()
+            try:
+                from tracedpolicy import otel
+
+                if kind == "tracer":
+                    otel.configure_tracing(_in_force.tracer_provider, _in_force.spans)
+                else:
+                    otel.configure_metrics(_in_force.meter_provider)
+            except Exception as failure:  # a provider that fails must not fail the policy
+                record_internal_error(kind, failure)
+    finally:
+        _otel_busy = False
+
+
+def _multiprocess_wanted() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # multiprocess.directory()'s
+
+
+def _register(registry: Any, files: bool) -> None:
+    """The collector in ``registry`` (None: prometheus_client's), and (``files``) with
+    ``PROMETHEUS_MULTIPROC_DIR`` set, the files too."""
+    try:
+        from tracedpolicy import prometheus
+
+        prometheus.register(registry)
+        if files:
+            from tracedpolicy import multiprocess
+
+            multiprocess.start()
+    except Exception as failure:
+        record_internal_error("collector", failure)
+
+
+def _register_in_the_default_registry(_: Any) -> None:
+    """prometheus_client was imported: the collector in its registry, if still wanted."""
+    if _in_force is not None and _in_force.prometheus:
+        _register(None, files=False)
+
+
+def _report_at_exit() -> None:
+    from tracedpolicy import report
+
+    report.report_at_exit()
 
 
 def metrics_server() -> Any | None:
@@ -122,6 +194,8 @@ def stop_metrics_server(server: Any) -> None:
         _server = None
         if _in_force is not None:
             _in_force = dataclasses.replace(_in_force, metrics_port=None)
+    from tracedpolicy import prometheus
+
     prometheus.stop(server)
 
 
@@ -136,7 +210,9 @@ def _forget_server_in_child() -> None:
     """A forked child has no server thread, and must not keep the parent's port."""
     global _server
     _server = None
-    prometheus.forget_servers_in_child()
+    prometheus = sys.modules.get("tracedpolicy.prometheus")
+    if prometheus is not None:  # no server without it
+        prometheus.forget_servers_in_child()
 
 
 if hasattr(os, "register_at_fork"):
