@@ -34,13 +34,20 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX servers")
 
 TRUTH_APP = """
 import json, os, tracedpolicy
+from prometheus_client import Counter
+
+requests = Counter("truth_requests", "The application's own metric.")
 
 def totals():
+    requests.inc()
     counts = tracedpolicy.snapshot().values()
     return {
         "pid": os.getpid(),
         "created": sum(c["loops.created"] for c in counts),
         "open": sum(c["loops.open"] for c in counts),
+        "fleet": os.environ.get("TRACEDPOLICY_MULTIPROC_DIR"),
+        "prometheus_dir": os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+        "value_class": type(requests._value).__name__,
     }
 
 async def app(scope, receive, send):
@@ -62,7 +69,7 @@ class Served:
     def __init__(self, process: subprocess.Popen[bytes], port: int, metrics: int, log: Path):
         self.process, self.port, self.metrics, self.log = process, port, metrics, log
 
-    def truth(self) -> dict[str, int]:
+    def truth(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/truth"
         with urllib.request.urlopen(url, timeout=10) as reply:
             return dict(json.loads(reply.read()))
@@ -94,11 +101,26 @@ class Served:
                 pytest.fail(f"no {path.name}:\n{self.log.read_text()}")
             time.sleep(0.05)
 
-    def every_worker(self, workers: int, seconds: float = 60) -> dict[int, dict[str, int]]:
+    def loops_page(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics}/loops"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return str(reply.read().decode())
+
+    def open_loops_by_pid(self) -> dict[int, int]:
+        """From /loops of a fleet: each process's open loops (``in process 12 (2), 34``)."""
+        found: dict[int, int] = {}
+        for line in self.loops_page().splitlines():
+            if line.startswith("    in process "):
+                for entry in line[len("    in process ") :].split(", "):
+                    pid, _, count = entry.partition(" (")
+                    found[int(pid)] = found.get(int(pid), 0) + int(count.rstrip(")") or 1)
+        return found
+
+    def every_worker(self, workers: int, seconds: float = 60) -> dict[int, dict[str, Any]]:
         """Ask until each of ``workers`` live workers has answered (the kernel spreads the
         connections); their own truths, by pid."""
         deadline = time.monotonic() + seconds
-        seen: dict[int, dict[str, int]] = {}
+        seen: dict[int, dict[str, Any]] = {}
         while len(seen) < workers:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"saw workers {sorted(seen)}:\n{self.log.read_text()}")
@@ -119,17 +141,20 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(command: list[str], tmp_path: Path) -> Iterator[Served]:
+def serving(command: list[str], tmp_path: Path, private: bool = False) -> Iterator[Served]:
+    """``command`` served with a metrics port: with prometheus_client's multi-process directory,
+    or (``private``) with nothing else set: the fleet's own directory."""
     (tmp_path / "truth_app.py").write_text(TRUTH_APP)
-    directory = tmp_path / "multiproc"
-    directory.mkdir()
     metrics, log = free_port(), tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(tmp_path),
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "TRACEDPOLICY_METRICS_PORT": str(metrics),
-    }
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TRACEDPOLICY_METRICS_PORT": str(metrics)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("TRACEDPOLICY_MULTIPROC_DIR", None)
+    if private:
+        env["TRACEDPOLICY_REPORT_AT_EXIT"] = "1"  # to read the tally at exit
+    else:
+        directory = tmp_path / "multiproc"
+        directory.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     port = int(command[command.index("PORT") + 1].rpartition(":")[2])
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -166,7 +191,68 @@ def servers(port: int, tmp_path: Path) -> dict[str, list[str]]:
             *run, "gunicorn", "truth_app:app", "-w", "3", "-k", "uvicorn.workers.UvicornWorker",
             "-b", "PORT", f"127.0.0.1:{port}", *control,
         ],
+        "hypercorn": [*run, "hypercorn", "truth_app:app", "-b", "PORT", f"127.0.0.1:{port}"],
+        "hypercorn --workers 2": [
+            *run, "hypercorn", "truth_app:app", "-w", "2", "-b", "PORT", f"127.0.0.1:{port}",
+        ],
     }  # fmt: skip
+
+
+#: Each server, and how many workers it serves from.
+WORKERS = {
+    "uvicorn --workers 3": 3,
+    "gunicorn, uvicorn's worker class": 3,
+    "hypercorn": 1,
+    "hypercorn --workers 2": 2,
+}
+
+
+@pytest.mark.parametrize("server", WORKERS)
+def test_with_only_a_port_one_scrape_sees_every_worker_and_sigint_closes_them_all(
+    server: str, tmp_path: Path
+) -> None:
+    """No PROMETHEUS_MULTIPROC_DIR: the fleet's own directory, which the application never sees
+    as prometheus_client's (its metrics stay as bare: one process's, in memory)."""
+    pytest.importorskip(server.split(",")[0].split()[0])
+    port, workers = free_port(), WORKERS[server]
+    with serving(servers(port, tmp_path)[server], tmp_path, private=True) as served:
+        truths = served.every_worker(workers)
+        if server.startswith("gunicorn") and has_control_socket():  # its loop, then its socket
+            served.wait_for(tmp_path / "gunicorn.ctl")
+        fleets = {t["fleet"] for t in truths.values()}
+        assert len(fleets) == 1 and None not in fleets, truths
+        assert all(t["prometheus_dir"] is None for t in truths.values())
+        assert all(t["value_class"] == "MutexValue" for t in truths.values())  # as bare
+        assert all(t["open"] == 1 for t in truths.values())
+        supervisor = served.process.pid  # run's program replaces run: the same pid
+        deadline = time.monotonic() + 30
+        while set(truths) - set(by_pid := served.open_loops_by_pid()):  # each worker's loop
+            assert time.monotonic() < deadline, served.loops_page()
+            time.sleep(0.1)
+        assert all(by_pid[pid] == 1 for pid in truths), served.loops_page()
+        own = by_pid.get(supervisor, 0)  # made once, and open while it runs
+        made = own + sum(t["created"] for t in truths.values())
+        expected = {"asyncio_loop_created_total": float(made), "asyncio_loop_open": workers + own}
+        assert served.scrape_until(expected) == expected
+        directory = Path(fleets.pop())
+        assert directory.is_dir()
+        assert len(list(directory.iterdir())) <= len(by_pid) + 1  # a file per process at most
+
+        os.killpg(served.process.pid, signal.SIGINT)  # Ctrl-C
+        served.process.wait(timeout=60)
+        log = served.log.read_text()
+        tally = [line for line in log.splitlines() if line.startswith("tracedpolicy at exit")]
+        processes = workers + (own > 0)
+        # gunicorn's uvicorn workers end by the SIGINT uvicorn raises again once it has shut
+        # down, inside their running loop: their loops are never closed (as bare), and the
+        # tally says so.
+        died = f" ({workers} open as their process ended)" if server.startswith("gunicorn") else ""
+        closed = made - workers if died else made
+        assert tally == [
+            f"tracedpolicy at exit: {made} event loop{'s' * (made > 1)} made, {closed} closed,"
+            f" 0 leaked{died}, in {processes} process{'es' * (processes > 1)}"
+        ], log
+        assert not directory.exists()
 
 
 @pytest.mark.parametrize("server", ["uvicorn --workers 3", "gunicorn, uvicorn's worker class"])

@@ -317,9 +317,12 @@ _WAKING = frozenset({NEW_EVENT_LOOP, LOOP_CLOSED, LOOP_LEAKED, SET_EVENT_LOOP})
 
 
 def _sink(event: PolicyEvent) -> None:
+    """A loop made, closed or leaked, or set: the file is rewritten at once, in the caller (a
+    loop event is rare, and a worker may be killed the moment after: uvicorn's supervisor sends
+    SIGTERM to workers closing their loops on SIGINT). Hits wait for the thread."""
     member = _member
-    if member is not None and event.kind in _WAKING:
-        member.wake.set()  # the thread rewrites the file: nothing written in the caller
+    if member is not None and event.kind in _WAKING and not member.stopped:
+        member.write_safely()
 
 
 def _at_exit() -> None:
@@ -340,7 +343,9 @@ class Gathered(NamedTuple):
     unlisted: dict[int, int]
     """By pid: the open loops beyond :data:`MAX_LOOPS`, which its file does not list."""
     processes: int
-    """How many processes ever wrote (the ones folded, and the live ones)."""
+    """How many processes made loops (the ones folded, and the live ones)."""
+    ended_open: int = 0
+    """Loops still open when their process ended (neither closed nor counted leaked there)."""
 
 
 class _Owner:
@@ -366,14 +371,24 @@ class _Owner:
         folded = set(totals.get("folded", ()))
         data = [n for n in gone if n.endswith(".json") and n not in folded]
         values: Values = totals.get("values", {})
+        processes = int(totals.get("processes", 0))
+        ended_open = int(totals.get("ended_open", 0))
         for name in data:
             read = self.read(name)
             if read is not None:
                 add(values, read.get("values", {}), monotonic_only=True)
+                processes += _made_loops(read.get("values", {}))
+                ended_open += int(sum(read.get("values", {}).get("asyncio_loop_open", {}).values()))
         if data:
             kept = [n for n in folded if n in names]  # named but not removed yet: still guarded
-            processes = int(totals.get("processes", 0)) + len(data)
-            self.write_totals({"values": values, "folded": kept + data, "processes": processes})
+            self.write_totals(
+                {
+                    "values": values,
+                    "folded": kept + data,
+                    "processes": processes,
+                    "ended_open": ended_open,
+                }
+            )
         for name in gone:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.path, name))
@@ -428,8 +443,8 @@ class _Owner:
             records.extend(FleetRecord.from_json(dict(r)) for r in read.get("loops", ()))
             if read.get("more_loops"):
                 unlisted[pid] = int(read["more_loops"])
-            processes += 1
-        return Gathered(values, records, unlisted, processes)
+            processes += _made_loops(read.get("values", {}))
+        return Gathered(values, records, unlisted, processes, int(totals.get("ended_open", 0)))
 
     def fold_forever(self) -> None:
         while not self.stop.wait(FOLD_SECONDS):
@@ -442,6 +457,10 @@ class _Owner:
     def remove(self) -> None:
         self.stop.set()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _made_loops(values: Values) -> bool:
+    return any(value > 0 for value in values.get("asyncio_loop_created", {}).values())
 
 
 _RATIOS = {m.prometheus_name for m in metrics.ALL if m.kind == "ratio"}
@@ -504,10 +523,10 @@ def every_process() -> Gathered | None:
         return None
     with _lock:
         others = found.others()
-    add(others.values, _with_pid(current_values(), os.getpid()))
-    return Gathered(
-        others.values, own_records() + others.records, others.unlisted, others.processes + 1
-    )
+    own = current_values()
+    add(others.values, _with_pid(own, os.getpid()))
+    processes = others.processes + _made_loops(own)
+    return others._replace(records=own_records() + others.records, processes=processes)
 
 
 def _remove_abandoned() -> None:

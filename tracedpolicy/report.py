@@ -122,8 +122,10 @@ def report_at_exit(out: TextIO | None = None) -> None:
     leaked_now = REGISTRY.leak_open_at_exit()
     made, closed, leaked = totals()
     gathered = fleet.every_process()  # the serving process of a fleet: every process's
-    if gathered is not None and gathered.processes > 1:
+    if gathered is not None and gathered.processes > (1 if made else 0):
         made, closed, leaked = fleet_totals(gathered)
+    else:
+        gathered = None  # only this process made loops: the tally as without a fleet
     if not made:
         return
     out = out or sys.stderr
@@ -132,6 +134,9 @@ def report_at_exit(out: TextIO | None = None) -> None:
     line = f"{_plural(made, 'event loop')} made, {closed} closed, {leaked} leaked"
     if leaked_now:
         line += f" ({len(leaked_now)} open at exit)"
-    if gathered is not None and gathered.processes > 1:
-        line += f", in {gathered.processes} processes"
+    if gathered is not None and gathered.ended_open:
+        line += f" ({gathered.ended_open} open as their process ended)"
+    if gathered is not None:
+        count = gathered.processes
+        line += f", in {count} process" if count == 1 else f", in {count} processes"
     print(f"tracedpolicy at exit: {line}", file=out)
