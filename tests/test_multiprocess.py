@@ -436,3 +436,116 @@ def test_a_scrape_skips_a_file_a_process_created_but_has_not_begun(
         MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]  # the race
     scraped = generate_latest(multiprocess.registry_of_every_process()).decode()
     assert 'asyncio_loop_created_total{origin="x"} 3.0' in scraped
+
+
+CHURN = """
+import asyncio, gc, json, multiprocessing, os, sys, time, urllib.request
+import tracedpolicy
+from prometheus_client.parser import text_string_to_metric_families
+
+WORKERS, AT_ONCE = int(sys.argv[1]), int(sys.argv[2])
+NAMES = ("asyncio_loop_created_total", "asyncio_loop_closed_total", "asyncio_loop_leaked_total",
+         "asyncio_loop_open")
+
+def plan(i):
+    closed, leaked = i % 3 + 1, int(i % 5 == 0)
+    return {"asyncio_loop_created_total": closed + leaked, "asyncio_loop_closed_total": closed,
+            "asyncio_loop_leaked_total": leaked}
+
+def work(i, release):
+    for _ in range(plan(i)["asyncio_loop_closed_total"]):
+        asyncio.run(asyncio.sleep(0))
+    if plan(i)["asyncio_loop_leaked_total"]:
+        asyncio.new_event_loop()  # never closed, dropped: leaked (gc_unclosed)
+        gc.collect()
+    release.wait()
+
+def scrape(port):
+    began = time.perf_counter()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    took = time.perf_counter() - began
+    sums = dict.fromkeys(NAMES, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in sums:
+                sums[sample.name] += sample.value
+    return took, sums
+
+if __name__ == "__main__":
+    port = tracedpolicy.metrics_server().server_port
+    directory = os.environ["TRACEDPOLICY_MULTIPROC_DIR"]
+    context = multiprocessing.get_context("fork")
+    expected = dict.fromkeys(NAMES, 0.0)
+    report = {"over_live_plus_one": [], "wrong_totals": [], "files_most": 0, "times": []}
+    for first in range(0, WORKERS, AT_ONCE):
+        release = context.Event()
+        batch = [context.Process(target=work, args=(i, release))
+                 for i in range(first, min(first + AT_ONCE, WORKERS))]
+        for process in batch:
+            process.start()
+        scrape(port)  # while they live (each has written its file, or is writing it)
+        names = [n for n in os.listdir(directory) if n.endswith(".json")]  # not a write's temp
+        files = len(names)
+        if files > len(batch) + 1:
+            report["over_live_plus_one"].append((first, sorted(names), [p.pid for p in batch]))
+        report["files_most"] = max(report["files_most"], files)
+        release.set()
+        for process in batch:
+            process.join()
+            assert process.exitcode == 0, process.exitcode
+        for i in range(first, first + len(batch)):
+            for name, value in plan(i).items():
+                expected[name] += value
+        took, got = scrape(port)
+        files = len(os.listdir(directory))
+        if files > 1:
+            report["over_live_plus_one"].append((first, files))
+        if got != expected:
+            report["wrong_totals"].append((first, got, dict(expected)))
+        if first == 0 or first + AT_ONCE >= WORKERS:  # the scrape's time, at start and end
+            report["times"].append(min(scrape(port)[0] for _ in range(7)))
+    report["expected"] = expected
+    report["ratio"] = report["times"][-1] / report["times"][0]
+    print(json.dumps(report))
+"""
+
+
+def test_500_workers_come_and_go_the_files_stay_few_and_the_totals_exact(tmp_path: Path) -> None:
+    """Forked workers of a supervisor under run with only a port, a few at a time: each makes
+    and closes loops, one in five leaks one. After each batch, a scrape: at most a file per live
+    process plus one, and totals equal to the sum of what every process did. The time a scrape
+    takes at the end over at the start is printed (not asserted: a timing)."""
+    (tmp_path / "churn.py").write_text(CHURN)
+    env = {**os.environ, "TRACEDPOLICY_METRICS_PORT": "0", "TRACEDPOLICY_REPORT_AT_EXIT": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("TRACEDPOLICY_MULTIPROC_DIR", None)
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "tracedpolicy", "run", "churn.py", "500", "10"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["over_live_plus_one"] == []
+    assert report["wrong_totals"] == []
+    expected = report["expected"]
+    made, closed = (
+        int(expected["asyncio_loop_created_total"]),
+        int(expected["asyncio_loop_closed_total"]),
+    )
+    leaked = int(expected["asyncio_loop_leaked_total"])
+    assert (made, closed, leaked) == (1099, 999, 100)  # sum over i < 500 of the plan
+    tally = (
+        f"tracedpolicy at exit: {made} event loops made, {closed} closed, {leaked} leaked,"
+        " in 500 processes"
+    )
+    assert tally in done.stderr.splitlines()
+    print(
+        f"\n500 workers in {time.monotonic() - began:.1f}s; at most {report['files_most']} files;"
+        f" a scrape at the end takes {report['ratio']:.2f}x the time of one at the start"
+    )
