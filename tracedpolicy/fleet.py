@@ -313,16 +313,20 @@ def _hook() -> None:
         forksafe.at_exit(_at_exit)
 
 
-_WAKING = frozenset({NEW_EVENT_LOOP, LOOP_CLOSED, LOOP_LEAKED, SET_EVENT_LOOP})
+_LOOP_EVENTS = frozenset({NEW_EVENT_LOOP, LOOP_CLOSED, LOOP_LEAKED})
 
 
 def _sink(event: PolicyEvent) -> None:
-    """A loop made, closed or leaked, or set: the file is rewritten at once, in the caller (a
-    loop event is rare, and a worker may be killed the moment after: uvicorn's supervisor sends
-    SIGTERM to workers closing their loops on SIGINT). Hits wait for the thread."""
+    """A loop made, closed or leaked: the file is rewritten at once, in the caller (a loop
+    event is rare, and a worker may be killed the moment after: uvicorn's supervisor sends
+    SIGTERM to workers closing their loops on SIGINT). A set wakes the thread; hits wait."""
     member = _member
-    if member is not None and event.kind in _WAKING and not member.stopped:
+    if member is None or member.stopped:
+        return
+    if event.kind in _LOOP_EVENTS:
         member.write_safely()
+    elif event.kind == SET_EVENT_LOOP:
+        member.wake.set()
 
 
 def _at_exit() -> None:
