@@ -61,6 +61,8 @@ from tracedpolicy.recorder import (
 TRACEDPOLICY_MULTIPROC_DIR = "TRACEDPOLICY_MULTIPROC_DIR"
 #: How often a process rewrites its file if only hits changed (loop events rewrite it at once).
 SYNC_SECONDS = 1.0
+#: A loop event rewrites the file in the caller if the last write is this old, else the thread.
+WRITE_GAP = 0.05
 #: How often the serving process folds the files of processes that have gone, between scrapes.
 FOLD_SECONDS = 5.0
 #: The open loops a process lists in its file at most (the count of the rest is kept).
@@ -231,10 +233,12 @@ class _Member:
         self.path = os.path.join(directory, _file_name(os.getpid()))
         self.baseline = baseline
         self.written = ""
+        self.written_at = -WRITE_GAP
         self.wake = threading.Event()
         self.stopped = False
 
     def write(self) -> None:
+        self.written_at = time.monotonic()
         records = own_records()
         payload = {
             "pid": os.getpid(),
@@ -259,6 +263,9 @@ class _Member:
         while not self.stopped:
             self.wake.wait(SYNC_SECONDS)
             self.wake.clear()
+            wait = self.written_at + WRITE_GAP - time.monotonic()
+            if wait > 0:  # at most a write per gap: loops made back to back batch their events
+                time.sleep(wait)
             if self.stopped or _member is not self:
                 return
             self.write_safely()
@@ -317,15 +324,17 @@ _LOOP_EVENTS = frozenset({NEW_EVENT_LOOP, LOOP_CLOSED, LOOP_LEAKED})
 
 
 def _sink(event: PolicyEvent) -> None:
-    """A loop made, closed or leaked: the file is rewritten at once, in the caller (a loop
-    event is rare, and a worker may be killed the moment after: uvicorn's supervisor sends
-    SIGTERM to workers closing their loops on SIGINT). A set wakes the thread; hits wait."""
+    """A loop made, closed or leaked: the file is rewritten at once, in the caller, unless it
+    was within :data:`WRITE_GAP` (a worker may be killed the moment after its loop closes:
+    uvicorn's supervisor sends SIGTERM to workers closing their loops on SIGINT; a program
+    running loops back to back pays for one write per gap). Else, or for a set, the thread
+    is woken to write; hits wait for it."""
     member = _member
     if member is None or member.stopped:
         return
-    if event.kind in _LOOP_EVENTS:
+    if event.kind in _LOOP_EVENTS and time.monotonic() - member.written_at >= WRITE_GAP:
         member.write_safely()
-    elif event.kind == SET_EVENT_LOOP:
+    elif event.kind in _LOOP_EVENTS or event.kind == SET_EVENT_LOOP:
         member.wake.set()
 
 
