@@ -233,7 +233,7 @@ class _Member:
         self.path = os.path.join(directory, _file_name(os.getpid()))
         self.baseline = baseline
         self.written = ""
-        self.written_at = -WRITE_GAP
+        self.written_at = self.written_in_caller_at = -WRITE_GAP
         self.wake = threading.Event()
         self.stopped = False
 
@@ -324,15 +324,17 @@ _LOOP_EVENTS = frozenset({NEW_EVENT_LOOP, LOOP_CLOSED, LOOP_LEAKED})
 
 
 def _sink(event: PolicyEvent) -> None:
-    """A loop made, closed or leaked: the file is rewritten at once, in the caller, unless it
-    was within :data:`WRITE_GAP` (a worker may be killed the moment after its loop closes:
-    uvicorn's supervisor sends SIGTERM to workers closing their loops on SIGINT; a program
-    running loops back to back pays for one write per gap). Else, or for a set, the thread
-    is woken to write; hits wait for it."""
+    """A loop made, closed or leaked: the file is rewritten at once, in the caller, unless the
+    caller's last write was within :data:`WRITE_GAP` (a worker may be killed the moment after
+    its loop closes: uvicorn's supervisor sends SIGTERM to workers closing their loops on
+    SIGINT; a program running loops back to back pays for one write per gap). Else, or for a
+    set, the thread is woken to write; hits wait for it."""
     member = _member
     if member is None or member.stopped:
         return
-    if event.kind in _LOOP_EVENTS and time.monotonic() - member.written_at >= WRITE_GAP:
+    now = time.monotonic()
+    if event.kind in _LOOP_EVENTS and now - member.written_in_caller_at >= WRITE_GAP:
+        member.written_in_caller_at = now  # the thread's writes do not count: a set wakes it
         member.write_safely()
     elif event.kind in _LOOP_EVENTS or event.kind == SET_EVENT_LOOP:
         member.wake.set()
