@@ -107,3 +107,47 @@ def test_a_recycled_pid_and_a_torn_write_neither_lose_nor_double_a_total(owner: 
     assert created(fleet.every_process()) == mine + 10
     histogram = fleet.every_process().values["asyncio_loop_lifetime_seconds"]  # type: ignore[union-attr]
     assert histogram[json.dumps(["policy", "P", "L"])] == [[0] * 12 + [10, 10], 4.5]
+
+
+INSTRUMENTED = """
+import asyncio, multiprocessing, os, sys, urllib.request
+import tracedpolicy
+from prometheus_client.parser import text_string_to_metric_families
+
+def child():
+    tracedpolicy.instrument()  # no port: a process of the fleet its parent serves
+    asyncio.run(asyncio.sleep(0))
+    asyncio.run(asyncio.sleep(0))
+
+if __name__ == "__main__":
+    tracedpolicy.instrument(metrics_port=0)
+    directory = os.environ["TRACEDPOLICY_MULTIPROC_DIR"]
+    worker = multiprocessing.get_context(sys.argv[1]).Process(target=child)
+    worker.start()
+    worker.join()
+    port = tracedpolicy.metrics_server().server_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as reply:
+        text = reply.read().decode()
+    made = sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == "asyncio_loop_created_total")
+    tracedpolicy.uninstrument()
+    print(int(made), os.path.exists(directory), "TRACEDPOLICY_MULTIPROC_DIR" in os.environ)
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_instrument_with_a_port_serves_the_processes_it_starts(tmp_path: Path, method: str) -> None:
+    (tmp_path / "instrumented.py").write_text(INSTRUMENTED)
+    env = {**os.environ}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop(fleet.TRACEDPOLICY_MULTIPROC_DIR, None)
+    done = subprocess.run(
+        [sys.executable, "instrumented.py", method],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False", "False"]  # the child's two; the directory gone
