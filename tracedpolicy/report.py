@@ -102,6 +102,20 @@ def fleet_totals(gathered: fleet.Gathered) -> tuple[int, int, int]:
     return made, closed, leaked
 
 
+def _fleet_part(gathered: fleet.Gathered) -> str:
+    """The rest of a fleet's tally: loops neither closed nor leaked, as their process ended or
+    in a process still running (this one's were counted leaked just before), and how many
+    processes made loops."""
+    part = ""
+    if gathered.ended_open:
+        part += f" ({gathered.ended_open} open as their process ended)"
+    running = int(sum(gathered.values.get("asyncio_loop_open", {}).values()))
+    if running:
+        part += f" ({running} open in processes still running)"
+    count = gathered.processes
+    return part + (f", in {count} process" if count == 1 else f", in {count} processes")
+
+
 def totals() -> tuple[int, int, int]:
     """Loops made, closed and leaked, over every origin and creator."""
     made = closed = leaked = 0
@@ -134,9 +148,6 @@ def report_at_exit(out: TextIO | None = None) -> None:
     line = f"{_plural(made, 'event loop')} made, {closed} closed, {leaked} leaked"
     if leaked_now:
         line += f" ({len(leaked_now)} open at exit)"
-    if gathered is not None and gathered.ended_open:
-        line += f" ({gathered.ended_open} open as their process ended)"
     if gathered is not None:
-        count = gathered.processes
-        line += f", in {count} process" if count == 1 else f", in {count} processes"
+        line += _fleet_part(gathered)
     print(f"tracedpolicy at exit: {line}", file=out)
