@@ -578,7 +578,7 @@ import asyncio, multiprocessing, sys, tracedpolicy
 def leak(ready, done):
     kept = asyncio.new_event_loop()  # LEAK HERE
     ready.set()
-    done.wait()
+    done.wait(120)  # never longer: a failed test leaves no process behind for long
 
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")
@@ -609,6 +609,7 @@ def test_loops_of_the_serving_process_list_a_workers_open_loop_with_its_site_and
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
         assert process.stdout is not None and process.stdin is not None
@@ -636,6 +637,6 @@ def test_loops_of_the_serving_process_list_a_workers_open_loop_with_its_site_and
         process.stdin.flush()
         assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the worker too
+        process.wait()
