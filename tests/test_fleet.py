@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tracedpolicy import fleet
+from tracedpolicy import fleet, fleetvalues
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")
 
@@ -68,14 +68,14 @@ def test_a_fold_is_idempotent_and_a_cut_short_fold_counts_nothing_twice(owner: A
     gathered = fleet.every_process()
     assert gathered is not None and created(gathered) == before
     assert gathered.ended_open == 1  # the dead one's open loop: not open any more
-    own_open = fleet.current_values().get("asyncio_loop_open", {})
+    own_open = fleetvalues.current_values().get("asyncio_loop_open", {})
     assert gathered.values.get("asyncio_loop_open", {}) == own_open  # the dead one's: gone
 
     # A fold cut short after renaming its totals, before removing what it folded:
     write_member_file(directory, f"proc-{dead}-1-cccc.json", created=5)
     totals = owner.totals()
     written = json.loads((directory / f"proc-{dead}-1-cccc.json").read_text())
-    fleet.add(totals["values"], written["values"], monotonic_only=True)
+    fleetvalues.add(totals["values"], written["values"], monotonic_only=True)
     totals["folded"].append(f"proc-{dead}-1-cccc.json")
     owner.write_totals(totals)  # the file is still there, and named in the totals
     assert created(fleet.every_process()) == before + 5  # counted once, not as live too

@@ -43,12 +43,20 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tracedpolicy import forksafe, metrics
+from tracedpolicy import forksafe
 from tracedpolicy.errors import record_internal_error
-from tracedpolicy.loops import REGISTRY, LoopRecord
+from tracedpolicy.fleetvalues import (
+    FleetRecord,
+    Values,
+    add,
+    current_values,
+    made_loops,
+    minus,
+    own_records,
+    with_pid,
+)
 from tracedpolicy.recorder import (
     LOOP_CLOSED,
     LOOP_LEAKED,
@@ -70,13 +78,9 @@ MAX_LOOPS = 50
 TOTALS = "totals.json"
 _PREFIX = "tracedpolicy-metrics-"
 
-#: {metric's Prometheus name: {labels as JSON: a number, or [cumulative counts, sum]}}
-Values = dict[str, dict[str, Any]]
-
 _lock = forksafe.rlock()
 _owner: _Owner | None = None
 _member: _Member | None = None
-_MONOTONIC = {m.prometheus_name for m in metrics.ALL if m.kind in ("counter", "histogram")}
 
 
 # Identity and liveness ---------------------------------------------------------------------
@@ -117,112 +121,6 @@ def _alive(name: str) -> bool:
     return _start_time(int(parts[1])) == parts[2]
 
 
-# Values --------------------------------------------------------------------------------------
-
-
-def current_values() -> Values:
-    """This process's values now, as a file holds them."""
-    values: Values = {}
-    for metric in metrics.ALL:
-        entries: dict[str, Any] = {}
-        for labels, value in metrics.samples(metric):
-            key = json.dumps([labels[name] for name in metric.labels])
-            if metric.kind == "histogram":
-                entries[key] = [list(value.cumulative_counts), value.sum]
-            else:
-                entries[key] = value
-        if entries:
-            values[metric.prometheus_name] = entries
-    return values
-
-
-def add(into: Values, values: Values, monotonic_only: bool = False) -> Values:
-    """Sum ``values`` into ``into`` (histograms bucket by bucket); ``into`` is returned."""
-    for name, entries in values.items():
-        if monotonic_only and name not in _MONOTONIC:
-            continue
-        target = into.setdefault(name, {})
-        for key, value in entries.items():
-            old = target.get(key)
-            if old is None:
-                target[key] = value
-            elif isinstance(value, list):
-                target[key] = [[a + b for a, b in zip(old[0], value[0])], old[1] + value[1]]
-            else:
-                target[key] = old + value
-    return into
-
-
-def _minus(values: Values, baseline: Values) -> Values:
-    """Counters and histograms less ``baseline`` (what a forked child inherited)."""
-    result: Values = {}
-    for name, entries in values.items():
-        before = baseline.get(name, {}) if name in _MONOTONIC else {}
-        kept: dict[str, Any] = {}
-        for key, value in entries.items():
-            old = before.get(key)
-            if old is None:
-                kept[key] = value
-            elif isinstance(value, list):
-                kept[key] = [[a - b for a, b in zip(value[0], old[0])], value[1] - old[1]]
-            else:
-                kept[key] = value - old
-        result[name] = kept
-    return result
-
-
-# Open loops ----------------------------------------------------------------------------------
-
-
-@dataclass
-class FleetRecord:
-    """An open loop of some process of the fleet, as its file lists it."""
-
-    pid: int
-    site: str | None
-    loop_class: str
-    made_by: str
-    thread_name: str
-    created_monotonic: float
-    leaked: str | None = None
-    stack: tuple[str, ...] = ()
-    set_on: dict[int, str] = field(default_factory=dict)
-
-    def age(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self.created_monotonic
-
-    @classmethod
-    def of(cls, record: LoopRecord, pid: int) -> FleetRecord:
-        return cls(
-            pid,
-            str(record.site) if record.site else None,
-            record.loop_class,
-            record.made_by,
-            record.thread_name,
-            record.created_monotonic,
-            record.leaked,
-            record.stack,
-            dict(record.set_on),
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "set_on": list(self.set_on.values())}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FleetRecord:
-        names = data.pop("set_on", [])
-        data["stack"] = tuple(data.get("stack", ()))
-        return cls(**data, set_on=dict(enumerate(names)))
-
-
-def own_records() -> list[FleetRecord]:
-    """This process's open loops (monotonic time is the machine's: ages compare across
-    processes)."""
-    pid = os.getpid()
-    records = sorted(REGISTRY.open_records(), key=lambda r: r.created_monotonic)
-    return [FleetRecord.of(record, pid) for record in records]
-
-
 # A process of the fleet: its own file -----------------------------------------------------
 
 
@@ -242,7 +140,7 @@ class _Member:
         records = own_records()
         payload = {
             "pid": os.getpid(),
-            "values": _minus(current_values(), self.baseline),
+            "values": minus(current_values(), self.baseline),
             "loops": [record.as_json() for record in records[:MAX_LOOPS]],
             "more_loops": max(0, len(records) - MAX_LOOPS),
         }
@@ -392,7 +290,7 @@ class _Owner:
             read = self.read(name)
             if read is not None:
                 add(values, read.get("values", {}), monotonic_only=True)
-                processes += _made_loops(read.get("values", {}))
+                processes += made_loops(read.get("values", {}))
                 ended_open += int(sum(read.get("values", {}).get("asyncio_loop_open", {}).values()))
         if data:
             kept = [n for n in folded if n in names]  # named but not removed yet: still guarded
@@ -454,11 +352,11 @@ class _Owner:
             if read is None:
                 continue
             pid = int(read["pid"])
-            add(values, _with_pid(read.get("values", {}), pid))
+            add(values, with_pid(read.get("values", {}), pid))
             records.extend(FleetRecord.from_json(dict(r)) for r in read.get("loops", ()))
             if read.get("more_loops"):
                 unlisted[pid] = int(read["more_loops"])
-            processes += _made_loops(read.get("values", {}))
+            processes += made_loops(read.get("values", {}))
         return Gathered(values, records, unlisted, processes, int(totals.get("ended_open", 0)))
 
     def fold_forever(self) -> None:
@@ -472,25 +370,6 @@ class _Owner:
     def remove(self) -> None:
         self.stop.set()
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _made_loops(values: Values) -> bool:
-    return any(value > 0 for value in values.get("asyncio_loop_created", {}).values())
-
-
-_RATIOS = {m.prometheus_name for m in metrics.ALL if m.kind == "ratio"}
-
-
-def _with_pid(values: Values, pid: int) -> Values:
-    """A share (a ratio gauge) cannot be summed over processes: each keeps a ``pid`` label."""
-    return {
-        name: (
-            {json.dumps([*json.loads(key), str(pid)]): v for key, v in entries.items()}
-            if name in _RATIOS
-            else entries
-        )
-        for name, entries in values.items()
-    }
 
 
 def gather_here() -> None:
@@ -538,8 +417,8 @@ def every_process() -> Gathered | None:
     with _lock:
         others = found.others()
     own = current_values()
-    add(others.values, _with_pid(own, os.getpid()))
-    processes = others.processes + _made_loops(own)
+    add(others.values, with_pid(own, os.getpid()))
+    processes = others.processes + made_loops(own)
     return others._replace(records=own_records() + others.records, processes=processes)
 
 

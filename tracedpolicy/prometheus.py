@@ -24,7 +24,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from tracedpolicy import fleet, forksafe, metrics, multiprocess
+from tracedpolicy import fleet, fleetvalues, forksafe, metrics, multiprocess
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.metrics import ALL, BUCKETS, samples
 from tracedpolicy.report import fleet_report, leak_report
@@ -128,7 +128,7 @@ class _EveryProcessCollector(Collector):
     """``registry`` as it is, with tracedpolicy's families replaced by the family's merge: the
     serving process's own values and every other process's (see :mod:`tracedpolicy.fleet`)."""
 
-    def __init__(self, registry: CollectorRegistry, values: fleet.Values) -> None:
+    def __init__(self, registry: CollectorRegistry, values: fleetvalues.Values) -> None:
         self.registry, self.values = registry, values
 
     def collect(self) -> Iterator[Metric]:

@@ -14,12 +14,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TextIO, Union
 
-from tracedpolicy import fleet
+from tracedpolicy import fleet, fleetvalues
 from tracedpolicy.loops import REGISTRY, LoopRecord, printable
 from tracedpolicy.recorder import recorders
 
 #: A loop of this process, or of another process of its fleet (which says its pid).
-Reported = Union[LoopRecord, fleet.FleetRecord]
+Reported = Union[LoopRecord, fleetvalues.FleetRecord]
 
 
 def open_loops() -> list[LoopRecord]:
@@ -72,7 +72,7 @@ def leak_report(records: Sequence[Reported] | None = None, now: float | None = N
         lines.append(f"    class {_names(r.loop_class for r in group)}")
         lines.append(f"    made by {_names(r.made_by for r in group)}")
         lines.append(f"    made in thread {_names(r.thread_name for r in group)}")
-        pids = [str(r.pid) for r in group if isinstance(r, fleet.FleetRecord)]
+        pids = [str(r.pid) for r in group if isinstance(r, fleetvalues.FleetRecord)]
         if pids:
             lines.append(f"    in process {_names(pids)}")
         current = [name for r in group for name in tuple(r.set_on.values())]  # set elsewhere
