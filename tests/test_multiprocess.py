@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,13 +35,20 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX servers")
 
 TRUTH_APP = """
 import json, os, tracedpolicy
+from prometheus_client import Counter
+
+requests = Counter("truth_requests", "The application's own metric.")
 
 def totals():
+    requests.inc()
     counts = tracedpolicy.snapshot().values()
     return {
         "pid": os.getpid(),
         "created": sum(c["loops.created"] for c in counts),
         "open": sum(c["loops.open"] for c in counts),
+        "fleet": os.environ.get("TRACEDPOLICY_MULTIPROC_DIR"),
+        "prometheus_dir": os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+        "value_class": type(requests._value).__name__,
     }
 
 async def app(scope, receive, send):
@@ -62,7 +70,7 @@ class Served:
     def __init__(self, process: subprocess.Popen[bytes], port: int, metrics: int, log: Path):
         self.process, self.port, self.metrics, self.log = process, port, metrics, log
 
-    def truth(self) -> dict[str, int]:
+    def truth(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/truth"
         with urllib.request.urlopen(url, timeout=10) as reply:
             return dict(json.loads(reply.read()))
@@ -94,11 +102,26 @@ class Served:
                 pytest.fail(f"no {path.name}:\n{self.log.read_text()}")
             time.sleep(0.05)
 
-    def every_worker(self, workers: int, seconds: float = 60) -> dict[int, dict[str, int]]:
+    def loops_page(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics}/loops"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return str(reply.read().decode())
+
+    def open_loops_by_pid(self) -> dict[int, int]:
+        """From /loops of a fleet: each process's open loops (``in process 12 (2), 34``)."""
+        found: dict[int, int] = {}
+        for line in self.loops_page().splitlines():
+            if line.startswith("    in process "):
+                for entry in line[len("    in process ") :].split(", "):
+                    pid, _, count = entry.partition(" (")
+                    found[int(pid)] = found.get(int(pid), 0) + int(count.rstrip(")") or 1)
+        return found
+
+    def every_worker(self, workers: int, seconds: float = 60) -> dict[int, dict[str, Any]]:
         """Ask until each of ``workers`` live workers has answered (the kernel spreads the
         connections); their own truths, by pid."""
         deadline = time.monotonic() + seconds
-        seen: dict[int, dict[str, int]] = {}
+        seen: dict[int, dict[str, Any]] = {}
         while len(seen) < workers:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"saw workers {sorted(seen)}:\n{self.log.read_text()}")
@@ -119,17 +142,20 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(command: list[str], tmp_path: Path) -> Iterator[Served]:
+def serving(command: list[str], tmp_path: Path, private: bool = False) -> Iterator[Served]:
+    """``command`` served with a metrics port: with prometheus_client's multi-process directory,
+    or (``private``) with nothing else set: the fleet's own directory."""
     (tmp_path / "truth_app.py").write_text(TRUTH_APP)
-    directory = tmp_path / "multiproc"
-    directory.mkdir()
     metrics, log = free_port(), tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(tmp_path),
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "TRACEDPOLICY_METRICS_PORT": str(metrics),
-    }
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TRACEDPOLICY_METRICS_PORT": str(metrics)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("TRACEDPOLICY_MULTIPROC_DIR", None)
+    if private:
+        env["TRACEDPOLICY_REPORT_AT_EXIT"] = "1"  # to read the tally at exit
+    else:
+        directory = tmp_path / "multiproc"
+        directory.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     port = int(command[command.index("PORT") + 1].rpartition(":")[2])
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -146,6 +172,16 @@ def serving(command: list[str], tmp_path: Path) -> Iterator[Served]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes under ``pid`` (Linux: /proc's children lists)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in map(int, (task / "children").read_text().split()):
+                found |= {child, *descendants(child)}
+    return found
 
 
 def has_control_socket() -> bool:
@@ -166,7 +202,78 @@ def servers(port: int, tmp_path: Path) -> dict[str, list[str]]:
             *run, "gunicorn", "truth_app:app", "-w", "3", "-k", "uvicorn.workers.UvicornWorker",
             "-b", "PORT", f"127.0.0.1:{port}", *control,
         ],
+        "hypercorn": [*run, "hypercorn", "truth_app:app", "-b", "PORT", f"127.0.0.1:{port}"],
+        "hypercorn --workers 2": [
+            *run, "hypercorn", "truth_app:app", "-w", "2", "-b", "PORT", f"127.0.0.1:{port}",
+        ],
     }  # fmt: skip
+
+
+#: Each server, and how many workers it serves from.
+WORKERS = {
+    "uvicorn --workers 3": 3,
+    "gunicorn, uvicorn's worker class": 3,
+    "hypercorn": 1,
+    "hypercorn --workers 2": 2,
+}
+
+
+@pytest.mark.parametrize("server", WORKERS)
+def test_with_only_a_port_one_scrape_sees_every_worker_and_sigint_closes_them_all(
+    server: str, tmp_path: Path
+) -> None:
+    """No PROMETHEUS_MULTIPROC_DIR: the fleet's own directory, which the application never sees
+    as prometheus_client's (its metrics stay as bare: one process's, in memory)."""
+    pytest.importorskip(server.split(",")[0].split()[0])
+    port, workers = free_port(), WORKERS[server]
+    with serving(servers(port, tmp_path)[server], tmp_path, private=True) as served:
+        truths = served.every_worker(workers)
+        if server.startswith("gunicorn") and has_control_socket():  # its loop, then its socket
+            served.wait_for(tmp_path / "gunicorn.ctl")
+        fleets = {t["fleet"] for t in truths.values()}
+        assert len(fleets) == 1 and None not in fleets, truths
+        assert all(t["prometheus_dir"] is None for t in truths.values())
+        assert all(t["value_class"] == "MutexValue" for t in truths.values())  # as bare
+        assert all(t["open"] == 1 for t in truths.values())
+        supervisor = served.process.pid  # run's program replaces run: the same pid
+        deadline = time.monotonic() + 30
+        while set(truths) - set(by_pid := served.open_loops_by_pid()):  # each worker's loop
+            assert time.monotonic() < deadline, served.loops_page()
+            time.sleep(0.1)
+        assert all(by_pid[pid] == 1 for pid in truths), served.loops_page()
+        own = by_pid.get(supervisor, 0)  # made once, and open while it runs
+        made = own + sum(t["created"] for t in truths.values())
+        expected = {"asyncio_loop_created_total": float(made), "asyncio_loop_open": workers + own}
+        assert served.scrape_until(expected) == expected
+        directory = Path(fleets.pop())
+        assert directory.is_dir()
+        files = [path for path in directory.iterdir() if path.suffix == ".json"]
+        if Path(f"/proc/{supervisor}/task/{supervisor}/children").exists():  # Linux's /proc
+            assert len(files) <= len(descendants(supervisor)) + 1  # a file per process, +1
+
+        os.killpg(served.process.pid, signal.SIGINT)  # Ctrl-C
+        served.process.wait(timeout=60)
+        log = served.log.read_text()
+        tally = [line for line in log.splitlines() if line.startswith("tracedpolicy at exit")]
+        processes = workers + (own > 0)
+        match = re.fullmatch(
+            r"tracedpolicy at exit: (\d+) event loops? made, (\d+) closed, (\d+) leaked"
+            r"(?: \((\d+) open as their process ended\))?"
+            r"(?: \((\d+) open in processes still running\))?, in (\d+) process(?:es)?",
+            tally[0] if len(tally) == 1 else "",
+        )
+        assert match, log
+        tallied, closed, leaked, ended, running, in_all = (int(n or 0) for n in match.groups())
+        assert (tallied, leaked, in_all) == (made, 0, processes), log
+        # Every loop is closed, or was open as its process ended: gunicorn's uvicorn workers end
+        # by the SIGINT uvicorn raises again once shut down, inside their running loop; uvicorn's
+        # and hypercorn's supervisors send SIGTERM to workers still shutting down (uvicorn's
+        # re-raise it inside their running loop too). None of those loops is ever closed, bare.
+        # (hypercorn's supervisor exits without waiting for the ones it terminated: running.)
+        assert closed + ended + running == made, log
+        if server == "hypercorn":  # one worker, which its supervisor lets finish
+            assert closed == made, log
+        assert not directory.exists()
 
 
 @pytest.mark.parametrize("server", ["uvicorn --workers 3", "gunicorn, uvicorn's worker class"])
@@ -378,3 +485,186 @@ def test_a_multiprocess_directory_that_is_no_directory_is_a_multiprocess_failure
     )
     assert (done.returncode, done.stdout) == (0, "['multiprocess']\n"), done.stderr
     assert done.stderr.startswith("tracedpolicy multiprocess failed"), done.stderr
+
+
+CHURN = """
+import asyncio, gc, json, multiprocessing, os, sys, time, urllib.request
+import tracedpolicy
+from prometheus_client.parser import text_string_to_metric_families
+
+WORKERS, AT_ONCE = int(sys.argv[1]), int(sys.argv[2])
+NAMES = ("asyncio_loop_created_total", "asyncio_loop_closed_total", "asyncio_loop_leaked_total",
+         "asyncio_loop_open")
+
+def plan(i):
+    closed, leaked = i % 3 + 1, int(i % 5 == 0)
+    return {"asyncio_loop_created_total": closed + leaked, "asyncio_loop_closed_total": closed,
+            "asyncio_loop_leaked_total": leaked}
+
+def work(i, release):
+    for _ in range(plan(i)["asyncio_loop_closed_total"]):
+        asyncio.run(asyncio.sleep(0))
+    if plan(i)["asyncio_loop_leaked_total"]:
+        asyncio.new_event_loop()  # never closed, dropped: leaked (gc_unclosed)
+        gc.collect()
+    release.wait()
+
+def scrape(port):
+    began = time.perf_counter()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    took = time.perf_counter() - began
+    sums = dict.fromkeys(NAMES, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in sums:
+                sums[sample.name] += sample.value
+    return took, sums
+
+if __name__ == "__main__":
+    port = tracedpolicy.metrics_server().server_port
+    directory = os.environ["TRACEDPOLICY_MULTIPROC_DIR"]
+    context = multiprocessing.get_context("fork")
+    expected = dict.fromkeys(NAMES, 0.0)
+    report = {"over_live_plus_one": [], "wrong_totals": [], "files_most": 0, "times": []}
+    for first in range(0, WORKERS, AT_ONCE):
+        release = context.Event()
+        batch = [context.Process(target=work, args=(i, release))
+                 for i in range(first, min(first + AT_ONCE, WORKERS))]
+        for process in batch:
+            process.start()
+        scrape(port)  # while they live (each has written its file, or is writing it)
+        names = [n for n in os.listdir(directory) if n.endswith(".json")]  # not a write's temp
+        files = len(names)
+        if files > len(batch) + 1:
+            report["over_live_plus_one"].append((first, sorted(names), [p.pid for p in batch]))
+        report["files_most"] = max(report["files_most"], files)
+        release.set()
+        for process in batch:
+            process.join()
+            assert process.exitcode == 0, process.exitcode
+        for i in range(first, first + len(batch)):
+            for name, value in plan(i).items():
+                expected[name] += value
+        took, got = scrape(port)
+        files = len(os.listdir(directory))
+        if files > 1:
+            report["over_live_plus_one"].append((first, files))
+        if got != expected:
+            report["wrong_totals"].append((first, got, dict(expected)))
+        if first == 0 or first + AT_ONCE >= WORKERS:  # the scrape's time, at start and end
+            report["times"].append(min(scrape(port)[0] for _ in range(21)))
+    report["expected"] = expected
+    report["ratio"] = report["times"][-1] / report["times"][0]
+    print(json.dumps(report))
+"""
+
+
+def test_500_workers_come_and_go_the_files_stay_few_and_the_totals_exact(tmp_path: Path) -> None:
+    """Forked workers of a supervisor under run with only a port, a few at a time: each makes
+    and closes loops, one in five leaks one. After each batch, a scrape: at most a file per live
+    process plus one, and totals equal to the sum of what every process did. The time a scrape
+    takes at the end over at the start is printed (not asserted: a timing)."""
+    (tmp_path / "churn.py").write_text(CHURN)
+    env = {**os.environ, "TRACEDPOLICY_METRICS_PORT": "0", "TRACEDPOLICY_REPORT_AT_EXIT": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("TRACEDPOLICY_MULTIPROC_DIR", None)
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "tracedpolicy", "run", "churn.py", "500", "10"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["over_live_plus_one"] == []
+    assert report["wrong_totals"] == []
+    expected = report["expected"]
+    made, closed = (
+        int(expected["asyncio_loop_created_total"]),
+        int(expected["asyncio_loop_closed_total"]),
+    )
+    leaked = int(expected["asyncio_loop_leaked_total"])
+    assert (made, closed, leaked) == (1099, 999, 100)  # sum over i < 500 of the plan
+    tally = (
+        f"tracedpolicy at exit: {made} event loops made, {closed} closed, {leaked} leaked,"
+        " in 500 processes"
+    )
+    assert tally in done.stderr.splitlines()
+    print(
+        f"\n500 workers in {time.monotonic() - began:.1f}s; at most {report['files_most']} files;"
+        f" a scrape at the end takes {report['ratio']:.2f}x the time of one at the start"
+    )
+
+
+LEAKY = """
+import asyncio, multiprocessing, sys, tracedpolicy
+
+def leak(ready, done):
+    kept = asyncio.new_event_loop()  # LEAK HERE
+    ready.set()
+    done.wait(120)  # never longer: a failed test leaves no process behind for long
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Event(), context.Event()
+    worker = context.Process(target=leak, args=(ready, done))
+    worker.start()
+    ready.wait()
+    print(tracedpolicy.metrics_server().server_port, worker.pid, flush=True)
+    sys.stdin.readline()
+    done.set()
+    worker.join()
+"""
+
+
+def test_loops_of_the_serving_process_list_a_workers_open_loop_with_its_site_and_pid(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "leaky.py").write_text(LEAKY)
+    line = LEAKY.splitlines().index("    kept = asyncio.new_event_loop()  # LEAK HERE") + 1
+    env = {**os.environ, "TRACEDPOLICY_METRICS_PORT": "0"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("TRACEDPOLICY_MULTIPROC_DIR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracedpolicy", "run", "leaky.py"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        port, pid = process.stdout.readline().split()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # the worker wrote its file as it made the loop: at once, or nearly
+            with urllib.request.urlopen(f"{url}/loops", timeout=10) as reply:
+                page = reply.read().decode()
+            if "in process" in page or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert page.splitlines()[0] == "tracedpolicy: 1 open event loop from 1 creation site"
+        assert f"{tmp_path / 'leaky.py'}:{line} in leak" in page.splitlines()[1]
+        assert f"    in process {pid}" in page.splitlines()
+        report = subprocess.run(
+            [sys.executable, "-m", "tracedpolicy", "report", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert report.returncode == 0, report.stderr
+        assert f"    in process {pid}" in report.stdout.splitlines()
+        process.stdin.write("\n")
+        process.stdin.flush()
+        assert process.wait(timeout=60) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the worker too
+        process.wait()

@@ -26,7 +26,7 @@ import re
 import threading
 from typing import Any
 
-from tracedpolicy import forksafe, health, metrics
+from tracedpolicy import fleet, forksafe, health, metrics
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import LoopRecord
 from tracedpolicy.recorder import (
@@ -141,6 +141,7 @@ _COUNTS_OF = {
 def start() -> None:
     """Write this process's metrics into the multi-process directory from now on (idempotent)."""
     global _writer
+    fleet.join()  # a process of a fleet without PROMETHEUS_MULTIPROC_DIR: its own file
     if directory() is None:
         return
     with _lock:

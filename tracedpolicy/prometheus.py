@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import socket
 import threading
@@ -23,9 +24,9 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from tracedpolicy import forksafe, metrics, multiprocess
+from tracedpolicy import fleet, fleetvalues, forksafe, metrics, multiprocess
 from tracedpolicy.errors import record_internal_error
-from tracedpolicy.metrics import ALL, samples
+from tracedpolicy.metrics import ALL, BUCKETS, samples
 from tracedpolicy.stats import HistogramSnapshot
 
 
@@ -106,17 +107,64 @@ def make_app(registry: CollectorRegistry) -> Callable[..., Any]:
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        gathered = fleet.every_process() if fleet.owner() is not None else None
         if environ.get("PATH_INFO") == "/loops":
-            from tracedpolicy.report import leak_report  # the renderer, when first asked
+            from tracedpolicy.report import fleet_report, leak_report  # when first asked
 
-            body = leak_report().encode()
+            text = leak_report() if gathered is None else fleet_report(gathered)
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [body]
+            return [text.encode()]
+        if gathered is not None:
+            merged = CollectorRegistry(auto_describe=False)
+            merged.register(_EveryProcessCollector(registry, gathered.values))
+            return make_wsgi_app(merged)(environ, start_response)
         if multiprocess.directory() is not None:
             return _every_process(environ, start_response)
         return metrics(environ, start_response)
 
     return app
+
+
+class _EveryProcessCollector(Collector):
+    """``registry`` as it is, with tracedpolicy's families replaced by the family's merge: the
+    serving process's own values and every other process's (see :mod:`tracedpolicy.fleet`)."""
+
+    def __init__(self, registry: CollectorRegistry, values: fleetvalues.Values) -> None:
+        self.registry, self.values = registry, values
+
+    def collect(self) -> Iterator[Metric]:
+        ours = {metric.prometheus_name for metric in ALL}
+        replaced = False
+        for found in self.registry.collect():
+            if found.name in ours:
+                replaced = True
+            else:
+                yield found
+        if replaced:  # tracedpolicy's collector is in this registry: the merge stands for it
+            yield from (
+                _merged(metric, self.values.get(metric.prometheus_name, {})) for metric in ALL
+            )
+
+
+def _merged(metric: metrics.Metric, entries: dict[str, Any]) -> Metric:
+    """One family from merged values; a share (ratio) is told apart by a ``pid`` label."""
+    family_class: Any = _FAMILIES[metric.kind]
+    names = [*metric.labels, "pid"] if metric.kind == "ratio" else list(metric.labels)
+    built = family_class(metric.prometheus_name, metric.help, labels=names)
+    for key, value in sorted(entries.items()):
+        labels = json.loads(key)
+        if len(labels) != len(names):
+            continue  # written by another version of tracedpolicy
+        if metric.kind == "histogram":
+            bounds = (*BUCKETS[metric], float("inf"))
+            if len(value[0]) != len(bounds):
+                continue
+            snapshot = HistogramSnapshot(bounds, tuple(value[0]), value[1], value[0][-1])
+            built.add_metric(labels, _buckets(snapshot), value[1])
+        else:
+            built.add_metric(labels, value)
+    result: Metric = built
+    return result
 
 
 def _every_process(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -163,6 +211,7 @@ def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None
         server.thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
         server.thread.start()
         _servers[(addr, port)] = _servers[(addr, server.server_port)] = server
+        fleet.gather_here()  # the processes this one starts are in its scrape
     _warn_if_reachable(server)
     return server
 
@@ -192,6 +241,8 @@ def stop(server: Any) -> None:
     with _lock:
         for key in [key for key, value in _servers.items() if value is server]:
             del _servers[key]
+        if not _servers:
+            fleet.disband()
     server.shutdown()
     server.server_close()
     thread = getattr(server, "thread", None)
@@ -213,6 +264,7 @@ def shutdown_servers() -> None:
     with _lock:
         servers = {id(server): server for server in _servers.values()}.values()
         _servers.clear()
+        fleet.disband()
     for server in servers:
         server.shutdown()
         server.server_close()

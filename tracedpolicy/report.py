@@ -12,11 +12,15 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
-from typing import TextIO
+from collections.abc import Iterable, Sequence
+from typing import TextIO, Union
 
+from tracedpolicy import fleet, fleetvalues
 from tracedpolicy.loops import REGISTRY, LoopRecord, printable
 from tracedpolicy.recorder import recorders
+
+#: A loop of this process, or of another process of its fleet (which says its pid).
+Reported = Union[LoopRecord, fleetvalues.FleetRecord]
 
 
 def open_loops() -> list[LoopRecord]:
@@ -47,13 +51,13 @@ def _names(values: Iterable[str]) -> str:
     return ", ".join(name if n == 1 else f"{name} ({n})" for name, n in sorted(counts.items()))
 
 
-def leak_report(records: list[LoopRecord] | None = None, now: float | None = None) -> str:
+def leak_report(records: Sequence[Reported] | None = None, now: float | None = None) -> str:
     """The open loops (default: :func:`open_loops`) grouped by creation site, as text."""
     records = open_loops() if records is None else records
     now = time.monotonic() if now is None else now
     if not records:
         return "tracedpolicy: no open event loops\n"
-    groups: dict[str, list[LoopRecord]] = {}
+    groups: dict[str, list[Reported]] = {}
     for record in records:
         groups.setdefault(str(record.site or "an unknown site"), []).append(record)
     ordered = sorted(
@@ -69,6 +73,9 @@ def leak_report(records: list[LoopRecord] | None = None, now: float | None = Non
         lines.append(f"    class {_names(r.loop_class for r in group)}")
         lines.append(f"    made by {_names(r.made_by for r in group)}")
         lines.append(f"    made in thread {_names(r.thread_name for r in group)}")
+        pids = [str(r.pid) for r in group if isinstance(r, fleetvalues.FleetRecord)]
+        if pids:
+            lines.append(f"    in process {_names(pids)}")
         current = [name for r in group for name in tuple(r.set_on.values())]  # set elsewhere
         if current:
             lines.append(f"    current in thread {_names(current)}")
@@ -77,6 +84,37 @@ def leak_report(records: list[LoopRecord] | None = None, now: float | None = Non
             lines.append(f"    leaked: {_names(leaked)}")
         lines.extend(f"    from {printable(frame)}" for frame in oldest.stack)
     return "\n".join(lines) + "\n"
+
+
+def fleet_report(gathered: fleet.Gathered, now: float | None = None) -> str:
+    """The open loops of every live process of the fleet, each with its pid."""
+    text = leak_report(gathered.records, now)
+    for pid, count in sorted(gathered.unlisted.items()):
+        text += f"tracedpolicy: process {pid} has {_plural(count, 'more open loop')}, not listed\n"
+    return text
+
+
+def fleet_totals(gathered: fleet.Gathered) -> tuple[int, int, int]:
+    """Loops made, closed and leaked by every process of the fleet."""
+    made, closed, leaked = (
+        int(sum(gathered.values.get(name, {}).values()))
+        for name in ("asyncio_loop_created", "asyncio_loop_closed", "asyncio_loop_leaked")
+    )
+    return made, closed, leaked
+
+
+def _fleet_part(gathered: fleet.Gathered) -> str:
+    """The rest of a fleet's tally: loops neither closed nor leaked, as their process ended or
+    in a process still running (this one's were counted leaked just before), and how many
+    processes made loops."""
+    part = ""
+    if gathered.ended_open:
+        part += f" ({gathered.ended_open} open as their process ended)"
+    running = int(sum(gathered.values.get("asyncio_loop_open", {}).values()))
+    if running:
+        part += f" ({running} open in processes still running)"
+    count = gathered.processes
+    return part + (f", in {count} process" if count == 1 else f", in {count} processes")
 
 
 def _counted() -> tuple[int, int, int]:
@@ -120,6 +158,11 @@ def report_at_exit(out: TextIO | None = None) -> None:
     """
     leaked_now = REGISTRY.leak_open_at_exit()
     made, closed, leaked = totals()
+    gathered = fleet.every_process()  # the serving process of a fleet: every process's
+    if gathered is not None and gathered.processes > (1 if made else 0):
+        made, closed, leaked = fleet_totals(gathered)
+    else:
+        gathered = None  # only this process made loops: the tally as without a fleet
     if not made:
         return
     out = out or sys.stderr
@@ -128,6 +171,8 @@ def report_at_exit(out: TextIO | None = None) -> None:
     line = f"{_plural(made, 'event loop')} made, {closed} closed, {leaked} leaked"
     if leaked_now:
         line += f" ({len(leaked_now)} open at exit)"
+    if gathered is not None:
+        line += _fleet_part(gathered)
     print(f"tracedpolicy at exit: {line}", file=out)
 
 
