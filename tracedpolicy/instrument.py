@@ -115,11 +115,34 @@ def instrumented() -> bool:
 def _made_lazily(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """asyncio made the default policy on first use (or after ``None``): trace it there."""
-    result = wrapped(*args, **kwargs)
-    if _on:
-        _trace_process_policy()
-    return result
+    """asyncio makes the default policy on first use (or after ``None``): trace it there.
+
+    asyncio's own maker is done here as it does it (under its lock, the class looked up as it
+    looks it up), with one step between making the policy and publishing it: tracing it. Traced
+    after publishing, threads that asked meanwhile would use it untraced (their loops counted as
+    constructed, their sets unseen). Any other maker (a patch of it) runs, then is traced.
+    """
+    if not _on or wrapped is not _STOCK_INIT or args or kwargs:  # (args: fail as it fails)
+        result = wrapped(*args, **kwargs)
+        if _on:
+            _trace_process_policy()
+        return result
+    events: Any = asyncio.events
+    with events._lock:
+        if events._event_loop_policy is None:
+            policy = _compat.lazy_default_policy_class()()
+            _trace(policy)
+            events._event_loop_policy = policy
+    return None
+
+
+#: asyncio's own lazy maker of the default policy, as asyncio defines it (names it reads:
+#: ``_lock``, ``_event_loop_policy``); None where it has none or it was replaced already.
+_STOCK_INIT = (
+    _compat._INIT_POLICY
+    if {"_lock", "_event_loop_policy"} <= set(_compat._INIT_POLICY_NAMES)
+    else None
+)
 
 
 def _trace_process_policy() -> None:
@@ -137,12 +160,18 @@ def _trace_process_policy() -> None:
                 return  # traced when asyncio makes it
             current = cast(Any, API.default_policy)()  # no lazy hook here: made now
             cast(Any, API.set_policy)(current)
-        _remember(current)
-        if not trace_in_place(current):
-            _traced_in_place.pop(id(current), None)
+        _trace(current)
+
+
+def _trace(policy: Any) -> None:
+    """Trace ``policy`` in place, and keep it for uninstrument()."""
+    with _lock:
+        _remember(policy)
+        if not trace_in_place(policy):
+            _traced_in_place.pop(id(policy), None)
             logger.info(
                 "tracedpolicy cannot trace %s in place; its loops are seen as constructed",
-                type(current).__qualname__,
+                type(policy).__qualname__,
             )
 
 
