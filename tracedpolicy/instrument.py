@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio.events
 import logging
+import os
 import weakref
 from typing import Any, Callable, cast
 
@@ -182,3 +183,28 @@ def _remember(policy: Any) -> None:
         _traced_in_place[key] = weakref.ref(policy, lambda _: _traced_in_place.pop(key, None))
     except TypeError:
         _traced_in_place[key] = lambda: policy
+
+
+#: asyncio's lock, held by the forking thread from just before a fork to just after it.
+_held_at_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """While the mode makes the default policy lazily (under asyncio's lock, which CPython does
+    not make anew in a child), a fork waits for it: the child gets the lock free, not held by
+    a thread it does not have."""
+    lock = getattr(asyncio.events, "_lock", None)
+    if _lazy_default is not None and lock is not None and _STOCK_INIT is not None:
+        lock.acquire()
+        _held_at_fork.append(lock)
+
+
+def _after_fork() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )

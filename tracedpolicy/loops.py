@@ -91,7 +91,8 @@ USER_MODULES = ("tracedpolicy.demo",)
 
 
 def _skipped(frame: Any) -> bool:
-    module = frame.f_globals.get("__name__") or ""
+    # A subscript, not .get: a module's dict is shared by every thread (forksafe.lookup).
+    module = forksafe.lookup(frame.f_globals, "__name__") or ""
     return module not in USER_MODULES and module.partition(".")[0] in SKIPPED_PACKAGES
 
 
@@ -235,6 +236,8 @@ class LoopRegistry:
         #: Open loops whose weakref the running collection cleared, by id: the collection
         #: calls ``__del__`` methods after that, and an owner's may still close the loop.
         self._dying: dict[int, LoopRecord] = {}
+        #: In a forked child, the records of each parent process before it, never read again.
+        self._inherited: list[tuple[dict[int, LoopRecord], _ThreadLoops]] = []
         self._collecting = False
         #: How many frames above the creation site to keep (0: the site only).
         self.stack_depth = 0
@@ -247,7 +250,7 @@ class LoopRegistry:
     def record_for(self, loop: Loop, origin: str, creator: str, tracked: bool) -> LoopRecord | None:
         """The loop's record, made on first sight; None for a loop that takes no weakref."""
         key = id(loop)
-        record = self._records.get(key)
+        record = forksafe.lookup(self._records, key)
         if record is not None and record.loop is loop:
             if tracked and not record.tracked:
                 self._track(record, loop, origin, creator)
@@ -272,8 +275,10 @@ class LoopRegistry:
             record._ref = weakref.ref(loop, functools.partial(self._collected, key))
         except TypeError:
             return None
-        with self._lock:
-            self._records[key] = record
+        # No lock: no other record of this key can come or go meanwhile (one of a loop that
+        # died at this address was dropped by its weakref's callback, before the memory was
+        # reused), and a lock every thread takes on every make is what free threading is not for.
+        self._records[key] = record
         if tracked:
             record.close_hooked = _hook_close(loop)
             if self.tracked_listeners:
@@ -295,12 +300,12 @@ class LoopRegistry:
 
     def knows(self, loop: Loop) -> bool:
         """Whether ``loop`` has a record (it was made by or handed to tracedpolicy)."""
-        record = self._records.get(id(loop))
+        record = forksafe.lookup(self._records, id(loop))
         return record is not None and record.loop is loop
 
     def tracks(self, loop: Loop) -> bool:
         """Whether ``loop`` was made through tracedpolicy (counted as created already)."""
-        record = self._records.get(id(loop))
+        record = forksafe.lookup(self._records, id(loop))
         return record is not None and record.tracked and record.loop is loop
 
     def records(self) -> list[LoopRecord]:
@@ -365,7 +370,7 @@ class LoopRegistry:
 
     def closed(self, loop: Loop) -> None:
         """``loop.close()`` returned: mark its record closed, if it has one."""
-        record = self._records.get(id(loop))
+        record = forksafe.lookup(self._records, id(loop))
         if record is not None and record.tracked and record.loop is loop:
             self._closed(record, loop)
             return
@@ -402,15 +407,17 @@ class LoopRegistry:
     def after_fork_in_child(self) -> None:
         """The parent's loops are not this process's: stop counting them here.
 
-        Leaks the parent noticed but had not counted yet are the parent's too. (The locks were
-        re-made by :mod:`tracedpolicy.forksafe`, whose handler runs first.)
+        Leaks the parent noticed but had not counted yet are the parent's too. Nothing the
+        parent's threads used is read here, only replaced: on a free-threaded build a dict, a
+        deque or a list has a lock of its own, and one another thread held, or was handed, at
+        fork stays held in the child. The parent's records are kept aside, unread: a loop of
+        theirs that closes or goes here finds no record of this process.
         """
-        self._pending.clear()
-        self._dying.clear()
+        self._inherited.append((self._records, self._threads))  # unread; dropped, they would
+        self._records = {}  # run the teardown of their records and of this thread's loops
+        self._pending = collections.deque()
+        self._dying = {}
         self._threads = _ThreadLoops()
-        for record in self.records():
-            record.inherited = True
-            record.set_on.clear()
         # The counts say which loops are open: a thread of the parent may have been between
         # making a record and counting its loop when the fork happened.
         _notify(self.inherited_listeners)
@@ -444,6 +451,10 @@ class LoopRegistry:
             ended = any(not _thread_alive(ident) for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
+    def _holds(self, record: LoopRecord, loop: Loop) -> bool:
+        """Whether ``record`` is this process's (a forked child keeps its parent's aside)."""
+        return forksafe.lookup(self._records, id(loop)) is record
+
     def _thread_ended(
         self, ident: int, current: dict[int, tuple[LoopRecord, dict[str, Any] | None]]
     ) -> None:
@@ -452,7 +463,7 @@ class LoopRegistry:
             loop = record.loop
             if state is not None and state.get("_loop") is not loop:
                 continue  # the policy's own state says it was no longer current there
-            if record.counts_as_open and loop is not None:
+            if record.counts_as_open and loop is not None and self._holds(record, loop):
                 self._pending.append((record, THREAD_EXIT))
 
 
