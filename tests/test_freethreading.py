@@ -103,6 +103,7 @@ def churn(start):
 
 def child():
     code = 1
+    signal.alarm(20)  # a hung child dies here (no handler: the kernel ends it), never orphaned
     if os.environ.get("TRACEDPOLICY_FT_DEBUG"):  # a hung child's stacks, then it exits (failed)
         import faulthandler
         faulthandler.dump_traceback_later(8, exit=True)
