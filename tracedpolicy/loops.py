@@ -197,7 +197,7 @@ def current_thread_name() -> str:
     not know (one started with ``_thread.start_new_thread``): a bare policy call makes none."""
     ident = threading.get_ident()
     active = getattr(threading, "_active", None)
-    thread = active.get(ident) if isinstance(active, dict) else None
+    thread = forksafe.lookup(active, ident) if isinstance(active, dict) else None  # no lock
     return thread.name if thread is not None else f"thread {ident}"
 
 
@@ -230,6 +230,7 @@ class LoopRegistry:
         self._ids = itertools.count(1)
         self._records: dict[int, LoopRecord] = {}
         self._lock = forksafe.rlock()
+        self._end_locks = tuple(forksafe.rlock() for _ in range(16))
         self._threads = _ThreadLoops()
         #: Leaks seen where no Python work may run (a dying thread, a GC callback), for flush().
         self._pending: collections.deque[tuple[LoopRecord, str]] = collections.deque()
@@ -425,7 +426,7 @@ class LoopRegistry:
     def _closed(self, record: LoopRecord, loop: Loop) -> None:
         if not loop.is_closed():
             return  # close() returned but the loop is still open (a subclass's choice)
-        with self._lock:
+        with self._end_lock(record):
             if record.closed or record.leaked or record.inherited:
                 return  # closing twice counts once; a leak stays a leak
             record.closed_monotonic = time.monotonic()
@@ -433,7 +434,7 @@ class LoopRegistry:
         release_unused_close_hooks()
 
     def _leak(self, record: LoopRecord, reason: str) -> None:
-        with self._lock:
+        with self._end_lock(record):
             if not record.counts_as_open:
                 return
             record.leaked = reason
@@ -450,6 +451,11 @@ class LoopRegistry:
                 self._dying[key] = record
             ended = any(not _thread_alive(ident) for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
+
+    def _end_lock(self, record: LoopRecord) -> threading.RLock:
+        """The lock that makes a loop's end (closed or leaked) happen once: one of a few, by
+        loop id, so that threads closing their own loops do not all wait on one lock."""
+        return self._end_locks[record.loop_id % len(self._end_locks)]
 
     def _holds(self, record: LoopRecord, loop: Loop) -> bool:
         """Whether ``record`` is this process's (a forked child keeps its parent's aside)."""
@@ -543,6 +549,8 @@ def _hook_close(loop: Loop) -> bool:
     if _has_own(loop, "close"):
         return False
     cls = type(loop)
+    if cls in _close_hooks and not _hooks_to_release:
+        return True  # hooked already, and no hook waits to go: no lock for every loop made
     with _hook_lock:
         if cls in _hooks_to_release:
             # A hook of an earlier mode, waiting for its last loop: in use again, and the
