@@ -356,6 +356,68 @@ def test_without_a_policy_system_the_mode_still_sees_every_loop() -> None:
     assert run.stdout.splitlines() == expected
 
 
+FIRST_LOOPS = """
+import asyncio, sys, threading
+import tracedpolicy
+from tracedpolicy.recorder import recorders
+
+sys.setswitchinterval(1e-6)  # with a GIL, switch threads as often as free threading would
+THREADS, ROUNDS = 8, int(sys.argv[1])
+
+
+def counts():
+    by_origin = {}
+    for recorder in recorders():
+        got = by_origin.setdefault(recorder.origin, [0, 0, 0])
+        snapshot = recorder.snapshot()
+        got[0] += snapshot["loops.created"]
+        got[1] += snapshot.get("set_event_loop.set", 0)
+        got[2] += snapshot.get("set_event_loop.clear", 0)
+    return by_origin
+
+
+def first_loop(start):
+    start.wait()
+    loop = asyncio.new_event_loop()  # asks for the policy: asyncio makes it now, lazily
+    asyncio.set_event_loop(loop)
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+tracedpolicy.instrument()
+for _ in range(ROUNDS):
+    asyncio.set_event_loop_policy(None)  # the next ask makes a new default policy
+    before = counts()
+    start = threading.Barrier(THREADS)
+    threads = [threading.Thread(target=first_loop, args=(start,)) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = counts()
+    seen = []
+    for origin in ("policy", "constructor"):
+        made = zip(after.get(origin, [0] * 3), before.get(origin, [0] * 3))
+        seen.append(f"{origin}:" + ",".join(str(a - b) for a, b in made))
+    print(*seen)
+"""
+
+
+@pytest.mark.skipif(not RUNNING.has_policies, reason="no policies")
+def test_threads_racing_to_make_the_lazy_default_policy_all_use_it_traced() -> None:
+    """8 threads make their first loops at once while asyncio makes its default policy lazily:
+    every loop is the policy's, and every set and clear is seen, however the race falls."""
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FIRST_LOOPS), "20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    rounds = run.stdout.splitlines()
+    assert rounds == ["policy:8,8,8 constructor:0,0,0"] * 20
+
+
 # -- 4. turning it off puts everything back ---------------------------------------------------
 
 
@@ -530,20 +592,36 @@ def test_a_setter_listener_arriving_after_uninstrument_changes_nothing() -> None
     assert type(chosen) is MyPolicy
 
 
+CLASSES_LET_GO = """
+import gc, threading, weakref
+import tracedpolicy
+from tracedpolicy._compat import RUNNING
+
+assert threading.active_count() == 1
+
+
+def a_test_of_its_own():
+    local = type("Local", (RUNNING.default_policy,), {})
+    RUNNING.set_policy(local())
+    tracedpolicy.instrument()
+    tracedpolicy.uninstrument()
+    RUNNING.set_policy(RUNNING.default_policy())
+    return weakref.ref(local)
+
+
+gone = a_test_of_its_own()
+gc.collect()
+print(gone() is None)
+"""
+
+
 def test_traced_policy_classes_are_not_kept_alive_after_the_mode() -> None:
-    import weakref
-
-    def a_test_of_its_own() -> weakref.ref[type]:
-        local = type("Local", (DefaultPolicy,), {})
-        RUNNING.set_policy(local())  # type: ignore[misc]
-        tracedpolicy.instrument()
-        tracedpolicy.uninstrument()
-        RUNNING.set_policy(DefaultPolicy())  # type: ignore[misc]
-        return weakref.ref(local)
-
-    gone = a_test_of_its_own()
-    gc.collect()
-    assert gone() is None
+    """In a process of its own, before any thread starts: free-threaded 3.13 makes every class
+    made once a second thread has started immortal (CPython gh-117783), whoever holds it."""
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CLASSES_LET_GO)], capture_output=True, text=True
+    )
+    assert (run.returncode, run.stdout) == (0, "True\n"), run.stderr
 
 
 def test_a_loop_a_runners_factory_made_before_failing_is_recorded(whole_process: None) -> None:

@@ -67,7 +67,7 @@ def test_a_collection_during_a_snapshot_may_observe_into_the_same_histogram() ->
     seen: list[HistogramSnapshot] = []
     assert finishes_with_a_collection_at(
         Histogram.snapshot,
-        "list(self._bucket_counts)",
+        "list(shard.counts)",
         lambda: seen.append(histogram.snapshot()),
         lambda: InACycle(lambda: histogram.observe(2.0)),
     )
@@ -96,7 +96,7 @@ def test_a_scrape_survives_a_collection_that_closes_a_loop_of_the_same_histogram
     try:
         assert finishes_with_a_collection_at(
             Histogram.snapshot,
-            "list(self._bucket_counts)",
+            "list(shard.counts)",
             stats.lifetime_seconds.snapshot,
             lambda: ClosesItsLoopInACycle(policy),
         )

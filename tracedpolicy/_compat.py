@@ -189,6 +189,24 @@ def peek_policy() -> Any:
     return vars(asyncio.events).get("_event_loop_policy")
 
 
+def lazy_default_policy_class() -> Any:
+    """The class asyncio's ``_init_event_loop_policy`` makes the default policy of, looked up as
+    it looks it up, at the moment of the call (a test may have patched it): the package's
+    ``DefaultEventLoopPolicy`` before 3.14, the platform module's ``_DefaultEventLoopPolicy``
+    from 3.14."""
+    if "_DefaultEventLoopPolicy" in _INIT_POLICY_NAMES:
+        module = "windows_events" if sys.platform == "win32" else "unix_events"
+        return vars(getattr(asyncio, module))["_DefaultEventLoopPolicy"]
+    return asyncio.DefaultEventLoopPolicy  # type: ignore[attr-defined,unused-ignore]
+
+
+_INIT_POLICY = vars(asyncio.events).get("_init_event_loop_policy")
+#: The names asyncio's lazy default maker reads (empty if it has none).
+_INIT_POLICY_NAMES: tuple[str, ...] = getattr(
+    getattr(_INIT_POLICY, "__code__", None), "co_names", ()
+)
+
+
 def warn_no_current_event_loop() -> None:
     """Emit the default policy's "There is no current event loop" DeprecationWarning.
 

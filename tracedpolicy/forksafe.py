@@ -20,30 +20,53 @@ import atexit
 import os
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Any, Callable, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _locks: list[Any] = []
+#: Serialises additions to ``_locks``: on a free-threaded build, threads appending to one list
+#: at once contend on its own lock, which a fork could then leave held in the child.
+_adding = threading.Lock()
 
 
 def lock() -> threading.Lock:
     """A ``threading.Lock`` that is free again in a forked child."""
     made = threading.Lock()
-    _locks.append(made)
+    with _adding:
+        _locks.append(made)
     return made
 
 
 def rlock() -> threading.RLock:
     """A ``threading.RLock`` that is free again in a forked child."""
     made = threading.RLock()
-    _locks.append(made)
+    with _adding:
+        _locks.append(made)
     return made
 
 
 def _reinit_in_child() -> None:
+    _adding._at_fork_reinit()  # type: ignore[attr-defined]
     for held in _locks:
         reinit = getattr(held, "_at_fork_reinit", None)
         if reinit is not None:  # every CPython from 3.9 has it
             reinit()
+
+
+def lookup(mapping: Mapping[K, V], key: K) -> V | None:
+    """``mapping.get(key)``, without the lock a free-threaded build's ``dict.get`` takes.
+
+    There ``dict.get`` takes the dict's own per-object lock (a subscript reads without one):
+    threads that look up one shared dict at once contend on it, and a lock that another thread
+    held, or was handed, as the process forked stays held in the child for good.
+    """
+    try:
+        return mapping[key]
+    except KeyError:
+        return None
 
 
 class _Callbacks(list):  # type: ignore[type-arg]

@@ -680,7 +680,7 @@ def _runs_the_loop(frame: Any) -> bool:
 
 
 def _machinery(frame: Any) -> bool:
-    module = str(frame.f_globals.get("__name__") or "")
+    module = str(forksafe.lookup(frame.f_globals, "__name__") or "")  # no lock taken
     return module not in USER_MODULES and module.partition(".")[0] in _MACHINERY
 
 
@@ -836,13 +836,18 @@ def set_span_maker(maker: SpanMaker | None) -> None:
 
 def _after_fork_in_child() -> None:
     """The parent's loops, health and watchdog are not this process's (a loop of the parent's
-    that runs here is watched again from then on)."""
-    global _watchdog
+    that runs here is watched again from then on).
+
+    What the parent's threads changed is replaced, not cleared: on a free-threaded build a
+    dict or a deque has a lock of its own, and one another thread held, or was handed, at fork
+    stays held in the child. (A dict's values are iterated without taking it.)
+    """
+    global _watchdog, _watched, _running, _time_reported, _gone
     for health in _watched.values():
-        health.forget_parent()  # still found by the class hooks: watched again if run here
-    _running.clear()
-    _time_reported.clear()
-    _gone.clear()
+        health.forget_parent()
+    # Kept, in a new dict: the class hooks find a parent's loop by it, watched again if run here.
+    _watched = {key: health for key, health in _watched.items()}
+    _running, _time_reported, _gone = {}, {}, collections.deque()
     for totals in _totals.values():
         totals.reset()
     _watchdog = _Watchdog()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio.events
 import logging
+import os
 import weakref
 from typing import Any, Callable, cast
 
@@ -123,11 +124,34 @@ def instrumented() -> bool:
 def _made_lazily(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """asyncio made the default policy on first use (or after ``None``): trace it there."""
-    result = wrapped(*args, **kwargs)
-    if _on:
-        _trace_process_policy()
-    return result
+    """asyncio makes the default policy on first use (or after ``None``): trace it there.
+
+    asyncio's own maker is done here as it does it (under its lock, the class looked up as it
+    looks it up), with one step between making the policy and publishing it: tracing it. Traced
+    after publishing, threads that asked meanwhile would use it untraced (their loops counted as
+    constructed, their sets unseen). Any other maker (a patch of it) runs, then is traced.
+    """
+    if not _on or wrapped is not _STOCK_INIT or args or kwargs:  # (args: fail as it fails)
+        result = wrapped(*args, **kwargs)
+        if _on:
+            _trace_process_policy()
+        return result
+    events: Any = asyncio.events
+    with events._lock:
+        if events._event_loop_policy is None:
+            policy = _compat.lazy_default_policy_class()()
+            _trace(policy)
+            events._event_loop_policy = policy
+    return None
+
+
+#: asyncio's own lazy maker of the default policy, as asyncio defines it (names it reads:
+#: ``_lock``, ``_event_loop_policy``); None where it has none or it was replaced already.
+_STOCK_INIT = (
+    _compat._INIT_POLICY
+    if {"_lock", "_event_loop_policy"} <= set(_compat._INIT_POLICY_NAMES)
+    else None
+)
 
 
 def _trace_process_policy() -> None:
@@ -145,12 +169,18 @@ def _trace_process_policy() -> None:
                 return  # traced when asyncio makes it
             current = cast(Any, API.default_policy)()  # no lazy hook here: made now
             cast(Any, API.set_policy)(current)
-        _remember(current)
-        if not trace_in_place(current):
-            _traced_in_place.pop(id(current), None)
+        _trace(current)
+
+
+def _trace(policy: Any) -> None:
+    """Trace ``policy`` in place, and keep it for uninstrument()."""
+    with _lock:
+        _remember(policy)
+        if not trace_in_place(policy):
+            _traced_in_place.pop(id(policy), None)
             logger.info(
                 "tracedpolicy cannot trace %s in place; its loops are seen as constructed",
-                type(current).__qualname__,
+                type(policy).__qualname__,
             )
 
 
@@ -161,3 +191,28 @@ def _remember(policy: Any) -> None:
         _traced_in_place[key] = weakref.ref(policy, lambda _: _traced_in_place.pop(key, None))
     except TypeError:
         _traced_in_place[key] = lambda: policy
+
+
+#: asyncio's lock, held by the forking thread from just before a fork to just after it.
+_held_at_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """While the mode makes the default policy lazily (under asyncio's lock, which CPython does
+    not make anew in a child), a fork waits for it: the child gets the lock free, not held by
+    a thread it does not have."""
+    lock = getattr(asyncio.events, "_lock", None)
+    if _lazy_default is not None and lock is not None and _STOCK_INIT is not None:
+        lock.acquire()
+        _held_at_fork.append(lock)
+
+
+def _after_fork() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )

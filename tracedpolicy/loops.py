@@ -91,7 +91,8 @@ USER_MODULES = ("tracedpolicy.demo",)
 
 
 def _skipped(frame: Any) -> bool:
-    module = frame.f_globals.get("__name__") or ""
+    # A subscript, not .get: a module's dict is shared by every thread (forksafe.lookup).
+    module = forksafe.lookup(frame.f_globals, "__name__") or ""
     return module not in USER_MODULES and module.partition(".")[0] in SKIPPED_PACKAGES
 
 
@@ -196,7 +197,7 @@ def current_thread_name() -> str:
     not know (one started with ``_thread.start_new_thread``): a bare policy call makes none."""
     ident = threading.get_ident()
     active = getattr(threading, "_active", None)
-    thread = active.get(ident) if isinstance(active, dict) else None
+    thread = forksafe.lookup(active, ident) if isinstance(active, dict) else None  # no lock
     return thread.name if thread is not None else f"thread {ident}"
 
 
@@ -243,12 +244,15 @@ class LoopRegistry:
         self._ids = itertools.count(1)
         self._records: dict[int, LoopRecord] = {}
         self._lock = forksafe.rlock()
+        self._end_locks = tuple(forksafe.rlock() for _ in range(16))
         self._threads = _ThreadLoops()
         #: Leaks seen where no Python work may run (a dying thread, a GC callback), for flush().
         self._pending: collections.deque[tuple[LoopRecord, str]] = collections.deque()
         #: Open loops whose weakref the running collection cleared, by id: the collection
         #: calls ``__del__`` methods after that, and an owner's may still close the loop.
         self._dying: dict[int, LoopRecord] = {}
+        #: In a forked child, the records of each parent process before it, never read again.
+        self._inherited: list[tuple[dict[int, LoopRecord], _ThreadLoops]] = []
         self._collecting = False
         #: Loops constructed inside a layer that has not recorded them yet, by id (the layer
         #: holds each one until it does, so the id stays its own).
@@ -274,7 +278,7 @@ class LoopRegistry:
         ``expected``: when and where it was made, if not here and now (:meth:`expect`).
         """
         key = id(loop)
-        record = self._records.get(key)
+        record = forksafe.lookup(self._records, key)
         if record is not None and record.loop is loop:
             if tracked and not record.tracked:
                 self._track(record, loop, origin, creator, expected)
@@ -306,8 +310,10 @@ class LoopRegistry:
             record._ref = weakref.ref(loop, functools.partial(self._collected, key))
         except TypeError:
             return None
-        with self._lock:
-            self._records[key] = record
+        # No lock: no other record of this key can come or go meanwhile (one of a loop that
+        # died at this address was dropped by its weakref's callback, before the memory was
+        # reused), and a lock every thread takes on every make is what free threading is not for.
+        self._records[key] = record
         if tracked:
             record.close_hooked = _hook_close(loop)
             if self.tracked_listeners:
@@ -347,12 +353,12 @@ class LoopRegistry:
 
     def knows(self, loop: Loop) -> bool:
         """Whether ``loop`` has a record (it was made by or handed to tracedpolicy)."""
-        record = self._records.get(id(loop))
+        record = forksafe.lookup(self._records, id(loop))
         return record is not None and record.loop is loop
 
     def tracks(self, loop: Loop) -> bool:
         """Whether ``loop`` was made through tracedpolicy (counted as created already)."""
-        record = self._records.get(id(loop))
+        record = forksafe.lookup(self._records, id(loop))
         return record is not None and record.tracked and record.loop is loop
 
     def records(self) -> list[LoopRecord]:
@@ -418,11 +424,11 @@ class LoopRegistry:
     def closed(self, loop: Loop, at: float | None = None) -> None:
         """``loop.close()`` returned (at ``at``, a ``time.monotonic()``, if not now): mark its
         record closed, if it has one, or its expectation (:meth:`expect`)."""
-        record = self._records.get(id(loop))
+        record = forksafe.lookup(self._records, id(loop))
         if record is not None and record.tracked and record.loop is loop:
             self._closed(record, loop, at)
             return
-        expected = self._expected.get(id(loop))
+        expected = forksafe.lookup(self._expected, id(loop))
         if expected is not None and expected.closed_monotonic is None and loop.is_closed():
             expected.closed_monotonic = time.monotonic()
             return
@@ -459,16 +465,18 @@ class LoopRegistry:
     def after_fork_in_child(self) -> None:
         """The parent's loops are not this process's: stop counting them here.
 
-        Leaks the parent noticed but had not counted yet are the parent's too. (The locks were
-        re-made by :mod:`tracedpolicy.forksafe`, whose handler runs first.)
+        Leaks the parent noticed but had not counted yet are the parent's too. Nothing the
+        parent's threads used is read here, only replaced: on a free-threaded build a dict, a
+        deque or a list has a lock of its own, and one another thread held, or was handed, at
+        fork stays held in the child. The parent's records are kept aside, unread: a loop of
+        theirs that closes or goes here finds no record of this process.
         """
-        self._pending.clear()
-        self._dying.clear()
-        self._expected.clear()  # a parent's thread was making them
+        self._inherited.append((self._records, self._threads))  # unread; dropped, they would
+        self._records = {}  # run the teardown of their records and of this thread's loops
+        self._pending = collections.deque()
+        self._dying = {}
+        self._expected = {}  # a parent's thread was making them
         self._threads = _ThreadLoops()
-        for record in self.records():
-            record.inherited = True
-            record.set_on.clear()
         # The counts say which loops are open: a thread of the parent may have been between
         # making a record and counting its loop when the fork happened.
         _notify(self.inherited_listeners)
@@ -476,7 +484,7 @@ class LoopRegistry:
     def _closed(self, record: LoopRecord, loop: Loop, at: float | None = None) -> None:
         if not loop.is_closed():
             return  # close() returned but the loop is still open (a subclass's choice)
-        with self._lock:
+        with self._end_lock(record):
             if record.closed or record.leaked or record.inherited:
                 return  # closing twice counts once; a leak stays a leak
             record.closed_monotonic = time.monotonic() if at is None else at
@@ -484,7 +492,7 @@ class LoopRegistry:
         release_unused_close_hooks()
 
     def _leak(self, record: LoopRecord, reason: str) -> None:
-        with self._lock:
+        with self._end_lock(record):
             if not record.counts_as_open:
                 return
             record.leaked = reason
@@ -502,6 +510,15 @@ class LoopRegistry:
             ended = any(not _thread_alive(ident) for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
+    def _end_lock(self, record: LoopRecord) -> threading.RLock:
+        """The lock that makes a loop's end (closed or leaked) happen once: one of a few, by
+        loop id, so that threads closing their own loops do not all wait on one lock."""
+        return self._end_locks[record.loop_id % len(self._end_locks)]
+
+    def _holds(self, record: LoopRecord, loop: Loop) -> bool:
+        """Whether ``record`` is this process's (a forked child keeps its parent's aside)."""
+        return forksafe.lookup(self._records, id(loop)) is record
+
     def _thread_ended(
         self, ident: int, current: dict[int, tuple[LoopRecord, dict[str, Any] | None]]
     ) -> None:
@@ -510,7 +527,7 @@ class LoopRegistry:
             loop = record.loop
             if state is not None and state.get("_loop") is not loop:
                 continue  # the policy's own state says it was no longer current there
-            if record.counts_as_open and loop is not None:
+            if record.counts_as_open and loop is not None and self._holds(record, loop):
                 self._pending.append((record, THREAD_EXIT))
 
 
@@ -603,6 +620,8 @@ def _hook_close(loop: Loop) -> bool:
     if _has_own(loop, "close"):
         return False
     cls = type(loop)
+    if cls in _close_hooks and not _hooks_to_release:
+        return True  # hooked already, and no hook waits to go: no lock for every loop made
     with _hook_lock:
         if cls in _hooks_to_release:
             # A hook of an earlier mode, waiting for its last loop: in use again, and the

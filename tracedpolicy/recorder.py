@@ -355,7 +355,7 @@ class Recorder:
         next(self.hits.tick)
 
     def loop_class_stats(self, loop_class: str) -> LoopClassStats:
-        stats = self._loop_classes.get(loop_class)
+        stats = forksafe.lookup(self._loop_classes, loop_class)
         if stats is None:
             with _lock:
                 stats = self._loop_classes.setdefault(loop_class, LoopClassStats())
@@ -583,7 +583,7 @@ _recorders: dict[tuple[str, str], Recorder] = {}
 def recorder_for(creator: str, origin: str = POLICY) -> Recorder:
     """The recorder shared by everything that makes loops as ``origin``, named ``creator``."""
     key = (origin, creator)
-    recorder = _recorders.get(key)
+    recorder = forksafe.lookup(_recorders, key)
     if recorder is None:
         with _lock:
             recorder = _recorders.setdefault(key, Recorder(creator, origin))
