@@ -36,9 +36,9 @@ import atexit, gc, json, os, sys
 def _note():
     gc.collect()
     seen = {"argv": sys.argv}
-    report = sys.modules.get("tracedpolicy.report")
-    if report is not None:
-        seen["tally"] = list(report.totals())
+    if "tracedpolicy.loops" in sys.modules:  # the mode is on (it loads the report lazily)
+        import tracedpolicy.report
+        seen["tally"] = list(tracedpolicy.report.totals())
     with open(os.environ["DIFFERENTIAL_SEEN"], "a") as out:
         out.write(json.dumps(seen) + "\\n")
 

@@ -85,3 +85,57 @@ print(sys.argv[1:])
 def test_a_policy_whose_new_event_loop_makes_and_closes_a_probe(tmp_path: Path) -> None:
     bare = compare(tmp_path, POLICY_WITH_A_PROBE_LOOP, "a", "-x")
     assert bare.returncode == 0 and bare.stdout == "ran\n['a', '-x']\n", bare.stderr
+
+
+FORK_WITH_HEALTH_ON = """
+import asyncio, os, sys
+async def main():
+    await asyncio.sleep(0.01)  # long enough for a watchdog to look, were one running
+    return os.getpid()
+asyncio.run(main())
+print("parent ran", flush=True)  # flushed: the child must not print it again
+pid = os.fork()  # single-threaded again: no "multi-threaded ... fork()" DeprecationWarning
+if pid == 0:
+    asyncio.run(main())
+    print("child ran", flush=True)
+    sys.exit(3)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode")
+      else status >> 8)
+"""
+
+
+def test_a_single_threaded_program_that_forks_with_health_on(tmp_path: Path) -> None:
+    """Health's watchdog runs only while a watched loop runs: at the fork the program is
+    single-threaded, as bare, and the child tallies only its own loop."""
+    bare = compare(tmp_path, FORK_WITH_HEALTH_ON, env={"TRACEDPOLICY_HEALTH": "1"})
+    assert (bare.stdout, bare.stderr) == ("parent ran\nchild ran\nchild exit 3\n", "")
+
+
+RE_EXEC = """
+import asyncio, os, sys
+asyncio.run(asyncio.sleep(0))
+if sys.argv[1:] == ["first"]:
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, sys.argv[0], "again", "--", "x"])
+print("image", sys.argv[1:])
+"""
+
+
+def test_a_program_that_re_executes_itself(tmp_path: Path) -> None:
+    """The new image is traced as the old one was (under ``run``, the bootstrap goes with
+    it): its output, argv and exit code as bare, its one loop counted closed."""
+    bare = compare(tmp_path, RE_EXEC, "first")
+    assert (bare.stdout, bare.stderr) == ("image ['again', '--', 'x']\n", "")
+    assert [argv[1:] for argv in bare.argv] == [["again", "--", "x"]]
+
+
+ARGV = """
+import sys
+print(sys.argv[1:])
+"""
+
+
+def test_a_double_dash_among_the_programs_arguments_is_passed_on(tmp_path: Path) -> None:
+    bare = compare(tmp_path, ARGV, "--", "-k", "x", "--", all_closed=False)
+    assert bare.stdout == "['--', '-k', 'x', '--']\n"
