@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tracedpolicy import fleet, fleetvalues
+from tracedpolicy.options import TRACEDPOLICY_MULTIPROC_DIR
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")
 
@@ -32,7 +33,7 @@ def write_member_file(directory: Path, name: str, created: int, open_loops: int 
 @pytest.fixture
 def owner(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv(fleet.TRACEDPOLICY_MULTIPROC_DIR, raising=False)
+    monkeypatch.delenv(TRACEDPOLICY_MULTIPROC_DIR, raising=False)
     monkeypatch.setattr(fleet, "FOLD_SECONDS", 3600.0)  # folds only when the test asks
     fleet.gather_here()
     found = fleet.owner()
@@ -42,7 +43,7 @@ def owner(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     finally:
         fleet.disband()
     assert not os.path.exists(found.path)
-    assert fleet.TRACEDPOLICY_MULTIPROC_DIR not in os.environ
+    assert TRACEDPOLICY_MULTIPROC_DIR not in os.environ
 
 
 def gone_pid() -> int:
@@ -140,7 +141,7 @@ def test_instrument_with_a_port_serves_the_processes_it_starts(tmp_path: Path, m
     (tmp_path / "instrumented.py").write_text(INSTRUMENTED)
     env = {**os.environ}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.pop(fleet.TRACEDPOLICY_MULTIPROC_DIR, None)
+    env.pop(TRACEDPOLICY_MULTIPROC_DIR, None)
     done = subprocess.run(
         [sys.executable, "instrumented.py", method],
         cwd=tmp_path,

@@ -57,6 +57,7 @@ from tracedpolicy.fleetvalues import (
     own_records,
     with_pid,
 )
+from tracedpolicy.options import TRACEDPOLICY_MULTIPROC_DIR
 from tracedpolicy.recorder import (
     LOOP_CLOSED,
     LOOP_LEAKED,
@@ -66,7 +67,6 @@ from tracedpolicy.recorder import (
     add_sink,
 )
 
-TRACEDPOLICY_MULTIPROC_DIR = "TRACEDPOLICY_MULTIPROC_DIR"
 #: How often a process rewrites its file if only hits changed (loop events rewrite it at once).
 SYNC_SECONDS = 1.0
 #: A loop event rewrites the file in the caller if the last write is this old, else the thread.

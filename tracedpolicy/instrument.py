@@ -26,7 +26,7 @@ import os
 import weakref
 from typing import Any, Callable, cast
 
-from tracedpolicy import _compat, construction, forksafe, health, multiprocess, telemetry
+from tracedpolicy import _compat, construction, forksafe, health, telemetry
 from tracedpolicy.factory import hook_runner, unhook_runner
 from tracedpolicy.install import unwatch_setter, watch_setter
 from tracedpolicy.loops import close_hooks_of_the_mode
@@ -99,7 +99,7 @@ def uninstrument() -> None:
             _health_turned_on = False
             off = {"health": False}
             telemetry.configure(Options.parse("uninstrument()", off), off)
-        multiprocess.stop_thread()  # after a last copy; the next count to copy starts it again
+        telemetry.stop_copying()  # after a last copy; the next count to copy starts it again
         construction.unhook()
         unhook_runner()
         if API.has_policies:

@@ -34,6 +34,10 @@ TRACEDPOLICY_HEALTH = "TRACEDPOLICY_HEALTH"
 TRACEDPOLICY_HEALTH_RESOLUTION = "TRACEDPOLICY_HEALTH_RESOLUTION"
 TRACEDPOLICY_BLOCKING_THRESHOLD = "TRACEDPOLICY_BLOCKING_THRESHOLD"
 
+#: The directory of a fleet's files (:mod:`tracedpolicy.fleet`): made and handed down by the
+#: serving process; set it to choose where.
+TRACEDPOLICY_MULTIPROC_DIR = "TRACEDPOLICY_MULTIPROC_DIR"
+
 #: Silences the one-line banner ``python -m tracedpolicy run`` prints at a terminal.
 TRACEDPOLICY_QUIET = "TRACEDPOLICY_QUIET"
 
@@ -51,6 +55,7 @@ VARIABLES = {
     TRACEDPOLICY_GET_SPANS: "spans for get_event_loop hits: off (default), sampled, all",
     TRACEDPOLICY_GET_SPAN_SAMPLE_RATE: "the share of hits with a span when sampled, 0 to 1",
     TRACEDPOLICY_PROMETHEUS: "0: no Prometheus collector in prometheus_client's registry",
+    TRACEDPOLICY_MULTIPROC_DIR: "the directory a serving process gathers its processes in",
     TRACEDPOLICY_QUIET: "1: no banner from run at a terminal",
 }
 

@@ -596,6 +596,41 @@ def recorders() -> list[Recorder]:
         return list(_recorders.values())
 
 
+def _counted() -> tuple[int, int, int]:
+    made = closed = leaked = 0
+    for recorder in recorders():
+        for stats in recorder.loop_classes().values():
+            made += stats.created.value
+            closed += stats.closed.value
+            leaked += sum(counter.value for counter in stats.leaked.values())
+    return made, closed, leaked
+
+
+#: What the parent process had counted when it forked this one: the parent's, not ours.
+_counted_by_parent = (0, 0, 0)
+
+
+def _forked() -> None:
+    global _counted_by_parent
+    _counted_by_parent = _counted()
+
+
+def loop_totals() -> tuple[int, int, int]:
+    """Loops this process made, closed and leaked, over every origin and creator.
+
+    A forked child counts its own: the counters still hold what the parent counted before the
+    fork (its loops are inherited, never closed or leaked in the child), which is left out.
+    The baseline is taken here, where the counters are, as the child starts: the report is
+    loaded only when first asked for, maybe after the fork.
+    """
+    now = _counted()
+    return (
+        now[0] - _counted_by_parent[0],
+        now[1] - _counted_by_parent[1],
+        now[2] - _counted_by_parent[2],
+    )
+
+
 _replaced: dict[str, Counter] = {}
 
 
@@ -615,3 +650,7 @@ def policy_replacements() -> dict[str, int]:
 def snapshot() -> dict[str, dict[str, int]]:
     """Every recorder's counts, by label (``origin creator``)."""
     return {recorder.label: recorder.snapshot() for recorder in recorders()}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)

@@ -8,7 +8,6 @@ page of the metrics server) or at exit (the ``report_at_exit`` option).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import TextIO, Union
 
 from tracedpolicy import fleet, fleetvalues
 from tracedpolicy.loops import REGISTRY, LoopRecord, printable
-from tracedpolicy.recorder import recorders
+from tracedpolicy.recorder import loop_totals
 
 #: A loop of this process, or of another process of its fleet (which says its pid).
 Reported = Union[LoopRecord, fleetvalues.FleetRecord]
@@ -117,37 +116,10 @@ def _fleet_part(gathered: fleet.Gathered) -> str:
     return part + (f", in {count} process" if count == 1 else f", in {count} processes")
 
 
-def _counted() -> tuple[int, int, int]:
-    made = closed = leaked = 0
-    for recorder in recorders():
-        for stats in recorder.loop_classes().values():
-            made += stats.created.value
-            closed += stats.closed.value
-            leaked += sum(counter.value for counter in stats.leaked.values())
-    return made, closed, leaked
-
-
-#: What the parent process had counted when it forked this one: the parent's, not ours.
-_counted_by_parent = (0, 0, 0)
-
-
-def _forked() -> None:
-    global _counted_by_parent
-    _counted_by_parent = _counted()
-
-
 def totals() -> tuple[int, int, int]:
-    """Loops this process made, closed and leaked, over every origin and creator.
-
-    A forked child counts its own: the counters still hold what the parent counted before the
-    fork (its loops are inherited, never closed or leaked in the child), which is left out.
-    """
-    now = _counted()
-    return (
-        now[0] - _counted_by_parent[0],
-        now[1] - _counted_by_parent[1],
-        now[2] - _counted_by_parent[2],
-    )
+    """Loops this process made, closed and leaked, over every origin and creator (a forked
+    child's own: :func:`tracedpolicy.recorder.loop_totals`)."""
+    return loop_totals()
 
 
 def report_at_exit(out: TextIO | None = None) -> None:
@@ -174,7 +146,3 @@ def report_at_exit(out: TextIO | None = None) -> None:
     if gathered is not None:
         line += _fleet_part(gathered)
     print(f"tracedpolicy at exit: {line}", file=out)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)

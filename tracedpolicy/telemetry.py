@@ -22,7 +22,7 @@ from typing import Any
 from tracedpolicy import forksafe, health, imports
 from tracedpolicy.errors import record_internal_error
 from tracedpolicy.loops import REGISTRY
-from tracedpolicy.options import Options, warn_of_unknown_variables
+from tracedpolicy.options import TRACEDPOLICY_MULTIPROC_DIR, Options, warn_of_unknown_variables
 
 #: The options that configure the process's exporters rather than one policy.
 PROCESS_OPTIONS = frozenset(
@@ -102,6 +102,8 @@ def _apply(options: Options, names: set[str]) -> None:
         if registry is None and options.metrics_port is None and not _multiprocess_wanted():
             # No multi-process directory now: the files stay off, as they would have been.
             imports.when_imported("prometheus_client", _register_in_the_default_registry)
+            if os.environ.get(TRACEDPOLICY_MULTIPROC_DIR):
+                _join_fleet()  # started by a serving process: its file, without prometheus_client
         else:
             _register(registry, files=True)
     if "metrics_port" in names and options.metrics_port is not None:
@@ -110,6 +112,9 @@ def _apply(options: Options, names: set[str]) -> None:
         _server = prometheus.serve(
             options.metrics_port, options.metrics_addr, options.prometheus_registry
         )
+        if _report_registered:  # atexit runs the last registered first: the report reads
+            atexit.unregister(_report_at_exit)  # the fleet the server gathers, which goes at
+            atexit.register(_report_at_exit)  # the serving process's exit, after it
 
 
 def _configure_otel(kind: str, api: str, wait: bool) -> None:
@@ -146,6 +151,22 @@ def _otel_imported(_: Any) -> None:
                 record_internal_error(kind, failure)
     finally:
         _otel_busy = False
+
+
+def _join_fleet() -> None:
+    try:
+        from tracedpolicy import fleet
+
+        fleet.join()
+    except Exception as failure:
+        record_internal_error("multiprocess", failure)
+
+
+def stop_copying() -> None:
+    """End the thread that copies counts into the multi-process files, if one was loaded."""
+    multiprocess = sys.modules.get("tracedpolicy.multiprocess")
+    if multiprocess is not None:
+        multiprocess.stop_thread()
 
 
 def _multiprocess_wanted() -> bool:
