@@ -99,6 +99,10 @@ def in_child():
     return balanced()
 
 
+# Loaded before the threads start: tracedpolicy loads a module when first used, and a child
+# forked while another thread imports one finds that module's import lock held for good (as
+# with any import; this test is about tracedpolicy's own locks).
+read_everything()
 threads = [threading.Thread(target=collect), threading.Thread(target=churn)]
 for thread in threads:
     thread.start()
