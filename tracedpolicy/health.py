@@ -188,7 +188,8 @@ class LoopHealth:
         if self.held_since is not None:
             self.caught_up = now
         with _lock:
-            idle = not any(health.running for health in _running.values())
+            # A copy: the watchdog drops stopped loops from _running without the lock.
+            idle = not any(health.running for health in list(_running.values()))
             thread = _watchdog.detach() if idle else None
         if thread is not None:  # the last watched loop that ran: the process's threads as bare
             _watchdog.join(thread)
