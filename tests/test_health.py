@@ -436,28 +436,41 @@ def test_a_real_server_under_run_shows_its_blocking_handler(loop: str, tmp_path:
     port = free_port()
     command = [sys.executable, "-m", "tracedpolicy", "run", "-m", "uvicorn", "app:app"]
     command += ["--port", str(port), "--loop", loop]
-    # A threshold the server's own start-up (imports, on a busy machine) stays under.
+    # The server's own start-up and first request (imports, compiling them on a first run, on
+    # a busy machine) may hold its loop too, truly: what /block adds is counted from there.
     environment = {"TRACEDPOLICY_HEALTH": "1", "TRACEDPOLICY_BLOCKING_THRESHOLD": "0.75"}
-    with serve(command, tmp_path, port, environment) as served:
-        served.wait_until_serving()
-        assert served.get("/block") == "hello"
+    names = ("asyncio_eventloop_blocked_total", "asyncio_eventloop_held")
+    late = ("asyncio_eventloop_delay_seconds_count", "asyncio_eventloop_delay_seconds_bucket")
+
+    def settled(served: Any) -> tuple[dict[Any, float], float, float]:
         deadline = time.monotonic() + 10
         while True:  # the watchdog counts at its next look, and releases at the one after
             samples = served.scrape()
-            blocked, held = total(
-                samples, "asyncio_eventloop_blocked_total", "asyncio_eventloop_held"
-            )
-            if (blocked, held) == (1, 0) or time.monotonic() > deadline:
+            blocked, held = total(samples, *names)
+            if held == 0 or time.monotonic() > deadline:
+                return samples, blocked, held
+            time.sleep(0.05)
+
+    with serve(command, tmp_path, port, environment) as served:
+        served.wait_until_serving()
+        assert served.get("/") == "hello"
+        samples, blocked_before, _ = settled(served)
+        probes, on_time = total(samples, late[0]), total(samples, late[1], le="1.0")
+        late_before = probes[0] - on_time[0]
+        assert served.get("/block") == "hello"
+        deadline = time.monotonic() + 10
+        while True:
+            samples, blocked, held = settled(served)
+            if blocked > blocked_before or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         output = served.interrupt()
-    assert (blocked, held) == (1, 0), output
-    probes = total(samples, "asyncio_eventloop_delay_seconds_count")[0]
-    on_time = total(samples, "asyncio_eventloop_delay_seconds_bucket", le="1.0")[0]
-    assert probes - on_time == 1  # one probe ran more than 1 s late: the block
-    (line,) = [line for line in output.splitlines() if "held for over" in line]
+    assert (blocked - blocked_before, held) == (1, 0), output
+    probes, on_time = total(samples, late[0]), total(samples, late[1], le="1.0")
+    assert probes[0] - on_time[0] - late_before == 1  # one more probe over 1 s late: the block
     sleeping = 1 + next(n for n, text in enumerate(BLOCKING_APP.splitlines()) if "sleep" in text)
-    assert f"app.py:{sleeping} in app" in line, line
+    (line,) = [line for line in output.splitlines() if f"app.py:{sleeping} in app" in line]
+    assert "held for over" in line, line
     states = {
         dict(labels)["state"]
         for (name, labels), _ in samples.items()
@@ -494,8 +507,10 @@ def test_watched_loops_that_come_and_go_leave_nothing_behind() -> None:
     assert len(health.watched()) == 0
     assert len(health._running) == 0 or all(h.running for h in health._running.values())
     (totals,) = [t for labels, t in health.totals().items() if labels[1] == "tests.health.churn"]
-    delay = totals.delay.snapshot()
-    assert dict(zip(delay.bounds, delay.cumulative_counts))[0.1] == delay.total  # none held
+    assert totals.delay.snapshot().total > 0  # probed as they ran
+    # None is held once every loop is closed and gone (a hold while one ran is possible on a
+    # busy machine: a loop whose thread is not scheduled for the threshold is late, truly).
+    assert all(count == 0 for labels, count in health.held() if labels[1] == "tests.health.churn")
     (active, idle) = next(
         (a, i) for labels, a, i in health.time_spent() if labels[1] == "tests.health.churn"
     )
