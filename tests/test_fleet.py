@@ -152,3 +152,19 @@ def test_instrument_with_a_port_serves_the_processes_it_starts(tmp_path: Path, m
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "False", "False"]  # the child's two; the directory gone
+
+
+def test_a_killed_serving_process_s_directory_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """A serving process killed leaves its directory (its exit never ran): the next process to
+    serve removes it, and leaves a live process's alone."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid, live_pid = int(gone.stdout), os.getpid()
+    abandoned = tmp_path / f"tracedpolicy-metrics-{dead_pid}-abc123"
+    alive = tmp_path / f"tracedpolicy-metrics-{live_pid}-def456"
+    other = tmp_path / f"someone-else-{dead_pid}"
+    for directory in (abandoned, alive, other):
+        directory.mkdir()
+        (directory / "proc-1.json").write_text("{}")
+    fleet.remove_abandoned(str(tmp_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([alive.name, other.name])

@@ -266,7 +266,9 @@ class _Owner:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.path = tempfile.mkdtemp(prefix=f"{_PREFIX}{self.pid}-", dir=_base())
+        base = _base()
+        remove_abandoned(base)
+        self.path = tempfile.mkdtemp(prefix=f"{_PREFIX}{self.pid}-", dir=base)
         self.stop = threading.Event()
 
     def files(self) -> list[str]:
@@ -370,6 +372,26 @@ class _Owner:
     def remove(self) -> None:
         self.stop.set()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_abandoned(base: str) -> None:
+    """Remove the directories of serving processes that are gone without removing theirs
+    (killed): each is named after its owner's pid. A recycled pid keeps one a while longer."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            pid = name[len(_PREFIX) :].split("-", 1)[0] if name.startswith(_PREFIX) else ""
+            if pid.isdigit() and not _process_exists(int(pid)):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: it exists
+        return True
+    return True
 
 
 def gather_here() -> None:
