@@ -168,3 +168,30 @@ def test_a_killed_serving_process_s_directory_is_removed_by_the_next_one(tmp_pat
         (directory / "proc-1.json").write_text("{}")
     fleet.remove_abandoned(str(tmp_path))
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+SINGLE = """
+import asyncio, urllib.request
+import tracedpolicy
+tracedpolicy.instrument(metrics_port=0)
+kept = asyncio.new_event_loop()
+port = tracedpolicy.metrics_server().server_port
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/loops") as reply:
+    print(reply.read().decode(), end="")
+kept.close()
+tracedpolicy.uninstrument()
+"""
+
+
+def test_a_serving_process_alone_lists_its_loops_without_pids() -> None:
+    """Pids are said where other processes' loops are listed too: alone, /loops reads as it
+    always did."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SINGLE], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "tracedpolicy: 1 open event loop from 1 creation site", done.stdout
+    assert not any(line.startswith("    in process") for line in lines), done.stdout

@@ -8,6 +8,7 @@ page of the metrics server) or at exit (the ``report_at_exit`` option).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -62,6 +63,8 @@ def leak_report(records: Sequence[Reported] | None = None, now: float | None = N
     ordered = sorted(
         groups.items(), key=lambda item: (-len(item[1]), -max(r.age(now) for r in item[1]))
     )
+    here = os.getpid()  # pids are said only where another process's loops are listed too
+    other_processes = any(isinstance(r, fleetvalues.FleetRecord) and r.pid != here for r in records)
     lines = [
         f"tracedpolicy: {_plural(len(records), 'open event loop')} "
         f"from {_plural(len(groups), 'creation site')}"
@@ -73,7 +76,7 @@ def leak_report(records: Sequence[Reported] | None = None, now: float | None = N
         lines.append(f"    made by {_names(r.made_by for r in group)}")
         lines.append(f"    made in thread {_names(r.thread_name for r in group)}")
         pids = [str(r.pid) for r in group if isinstance(r, fleetvalues.FleetRecord)]
-        if pids:
+        if pids and other_processes:
             lines.append(f"    in process {_names(pids)}")
         current = [name for r in group for name in tuple(r.set_on.values())]  # set elsewhere
         if current:
