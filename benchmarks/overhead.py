@@ -40,8 +40,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.loops import capture_site
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.loops import capture_site
 
 
 class DiscardSpans(SpanExporter):

@@ -66,7 +66,7 @@ LAUNCHER = f"""
 import sys
 import time
 sys.path.insert(0, {ROOT!r})
-from tracedpolicy.__main__ import main
+from tracedpolicy.entry.cli import main
 sys.exit(main(["run", sys.argv[1]]))
 """
 
@@ -185,7 +185,7 @@ def test_the_mode_starts_at_once_where_asyncio_was_imported_before_the_bootstrap
     tmp_path: Path,
 ) -> None:
     """As a ``.pth`` file that imports asyncio would: the bootstrap finds it imported."""
-    from tracedpolicy import bootstrap
+    from tracedpolicy.entry import bootstrap
 
     code = (
         "import asyncio, runpy\n"

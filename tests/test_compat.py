@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import pytest
 
-from tracedpolicy import _compat
-from tracedpolicy._compat import RUNNING, resolve
-from tracedpolicy.hierarchy import build_hierarchy
-from tracedpolicy.policy import TracedEventLoopPolicy, traced_subclass
-from tracedpolicy.recorder import recorder_for
+from tracedpolicy.base import _compat
+from tracedpolicy.base._compat import RUNNING, resolve
+from tracedpolicy.records.recorder import recorder_for
+from tracedpolicy.sources.hierarchy import build_hierarchy
+from tracedpolicy.sources.policy import TracedEventLoopPolicy, traced_subclass
 
 from . import simulated
 from .outcomes import observe

@@ -188,7 +188,7 @@ def test_demo_workers_end_when_the_main_process_is_killed() -> None:
 
 ABANDONS = """
 import asyncio, gc, sys, warnings
-from tracedpolicy import demo
+from tracedpolicy.entry import demo
 warnings.simplefilter("ignore", ResourceWarning)
 
 def abandon():

@@ -20,10 +20,11 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
 import tracedpolicy
-from tracedpolicy import TracedEventLoopPolicy, health, traced
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.options import Options
-from tracedpolicy.telemetry import configure as configure_telemetry
+from tracedpolicy import TracedEventLoopPolicy, traced
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.base.options import Options
+from tracedpolicy.exporters.telemetry import configure as configure_telemetry
+from tracedpolicy.health import monitor as health
 
 from .conftest import Telemetry
 from .outcomes import Outcome, observe

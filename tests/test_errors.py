@@ -19,8 +19,9 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
 import tracedpolicy
-from tracedpolicy import TracedEventLoopPolicy, errors
-from tracedpolicy._compat import RUNNING
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records import errors
 
 from .collecting import InACycle, finishes_with_a_collection_at
 from .conftest import Telemetry, restore_exporters

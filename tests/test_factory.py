@@ -12,8 +12,8 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedLoopFactory
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.recorder import LOOP_FACTORY, recorder_for
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.recorder import LOOP_FACTORY, recorder_for
 
 from .outcomes import observe
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tracedpolicy import fleet, fleetvalues
-from tracedpolicy.options import TRACEDPOLICY_MULTIPROC_DIR
+from tracedpolicy.base.options import TRACEDPOLICY_MULTIPROC_DIR
+from tracedpolicy.exporters import fleet, fleetvalues
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")
 

@@ -29,9 +29,10 @@ import asyncio, gc, os, signal, sys, threading, time, warnings
 warnings.simplefilter("ignore")
 import logging
 import tracedpolicy
-from tracedpolicy import metrics, prometheus
-from tracedpolicy.loops import REGISTRY as LOOPS
-from tracedpolicy.recorder import recorders
+from tracedpolicy.exporters import metrics
+from tracedpolicy.exporters import prometheus
+from tracedpolicy.records.loops import REGISTRY as LOOPS
+from tracedpolicy.records.recorder import recorders
 
 FORKS = int(sys.argv[1])
 logging.disable(logging.CRITICAL)  # thousands of leaks are made on purpose

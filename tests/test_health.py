@@ -29,9 +29,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import tracedpolicy
-from tracedpolicy import health
-from tracedpolicy.options import Options
-from tracedpolicy.telemetry import configure as configure_telemetry
+from tracedpolicy.base.options import Options
+from tracedpolicy.exporters.telemetry import configure as configure_telemetry
+from tracedpolicy.health import monitor as health
 
 from .conftest import Telemetry
 from .test_servers import free_port, serve
@@ -700,7 +700,7 @@ def test_in_debug_mode_no_probe_is_handed_to_the_loop() -> None:
 THREADS_AFTER_UNINSTRUMENT = """
 import asyncio, sys, threading
 import tracedpolicy
-from tracedpolicy import health
+from tracedpolicy.health import monitor as health
 
 options = eval(sys.argv[1])
 before = threading.enumerate()

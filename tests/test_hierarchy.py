@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import tracedpolicy
-from tracedpolicy._compat import RUNNING, resolve
-from tracedpolicy.hierarchy import WINDOWS_NAMES, build_hierarchy
-from tracedpolicy.policy import is_traced
-from tracedpolicy.recorder import recorder_for
+from tracedpolicy.base._compat import RUNNING, resolve
+from tracedpolicy.records.recorder import recorder_for
+from tracedpolicy.sources.hierarchy import WINDOWS_NAMES, build_hierarchy
+from tracedpolicy.sources.policy import is_traced
 
 BaseDefault: type = RUNNING.base_default_policy  # type: ignore[assignment]
 

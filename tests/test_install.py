@@ -9,7 +9,7 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy, is_traced
-from tracedpolicy._compat import RUNNING
+from tracedpolicy.base._compat import RUNNING
 
 get_policy: Any = RUNNING.get_policy
 set_policy: Any = RUNNING.set_policy

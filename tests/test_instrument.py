@@ -17,9 +17,9 @@ from typing import Any, Callable
 import pytest
 
 import tracedpolicy
-from tracedpolicy._compat import RUNNING, peek_policy
-from tracedpolicy.loops import REGISTRY, LoopRecord, class_name
-from tracedpolicy.recorder import policy_replacements
+from tracedpolicy.base._compat import RUNNING, peek_policy
+from tracedpolicy.records.loops import REGISTRY, LoopRecord, class_name
+from tracedpolicy.records.recorder import policy_replacements
 
 from .conftest import Telemetry
 from .outcomes import in_thread
@@ -359,7 +359,7 @@ def test_without_a_policy_system_the_mode_still_sees_every_loop() -> None:
 FIRST_LOOPS = """
 import asyncio, sys, threading
 import tracedpolicy
-from tracedpolicy.recorder import recorders
+from tracedpolicy.records.recorder import recorders
 
 sys.setswitchinterval(1e-6)  # with a GIL, switch threads as often as free threading would
 THREADS, ROUNDS = 8, int(sys.argv[1])
@@ -588,14 +588,14 @@ def test_a_setter_listener_arriving_after_uninstrument_changes_nothing() -> None
     tracedpolicy.uninstrument()
     chosen = MyPolicy()
     RUNNING.set_policy(chosen)  # type: ignore[misc]
-    sys.modules["tracedpolicy.instrument"]._trace_process_policy()  # the late listener
+    sys.modules["tracedpolicy.sources.instrument"]._trace_process_policy()  # the late listener
     assert type(chosen) is MyPolicy
 
 
 CLASSES_LET_GO = """
 import gc, threading, weakref
 import tracedpolicy
-from tracedpolicy._compat import RUNNING
+from tracedpolicy.base._compat import RUNNING
 
 assert threading.active_count() == 1
 

@@ -15,9 +15,9 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy import loops as loops_module
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.loops import REGISTRY, class_name
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records import loops as loops_module
+from tracedpolicy.records.loops import REGISTRY, class_name
 
 from .collecting import InACycle, finishes_with_a_collection_at
 from .counts import leak_counts, loop_counts, recorder_named
@@ -366,7 +366,7 @@ PENDING_AT_FORK = """
 import asyncio, gc, os, sys, warnings
 warnings.simplefilter("ignore", ResourceWarning)
 import tracedpolicy
-from tracedpolicy.recorder import recorders
+from tracedpolicy.records.recorder import recorders
 
 def leaked():
     return sum(c.value for r in recorders() for s in r.loop_classes().values()
@@ -563,7 +563,7 @@ def test_a_close_hook_reused_by_a_second_mode_period_is_taken_off_after_it() -> 
 
 LOOP_SET_AT_EXIT = """
 import tracedpolicy
-from tracedpolicy._compat import RUNNING
+from tracedpolicy.base._compat import RUNNING
 tracedpolicy.install()
 policy = RUNNING.get_policy()
 policy.set_event_loop(policy.new_event_loop())
@@ -602,7 +602,7 @@ def test_recording_a_loop_leaves_its_attributes_stored_as_bare() -> None:
 
 CLOSED_FROM_C = """
 import _thread, asyncio, atexit, sys, time, tracedpolicy
-from tracedpolicy.report import totals
+from tracedpolicy.exporters.report import totals
 getattr(tracedpolicy, sys.argv[1])()
 loop = asyncio.new_event_loop()
 if sys.argv[2] == "atexit":

@@ -13,7 +13,7 @@ import pytest
 
 PROGRAM = """
 import asyncio, sys, tracedpolicy
-from tracedpolicy._compat import RUNNING
+from tracedpolicy.base._compat import RUNNING
 
 async def main():
     return 1
@@ -338,7 +338,7 @@ def test_run_at_a_terminal_says_in_one_line_what_is_on_and_where_to_look(tmp_pat
 
 
 def test_run_help_names_every_variable_and_the_help_is_plain_text() -> None:
-    from tracedpolicy.options import VARIABLES
+    from tracedpolicy.base.options import VARIABLES
 
     top = tracedpolicy_command("--help")
     assert top.returncode == 0

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 import tracedpolicy
-from tracedpolicy import TracedEventLoopPolicy, recorder
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.recorder import Operation, PolicyEvent, thread_state
-from tracedpolicy.report import totals
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.exporters.report import totals
+from tracedpolicy.records import recorder
+from tracedpolicy.records.recorder import Operation, PolicyEvent, thread_state
 
 from .collecting import line_of
 from .counts import loop_counts

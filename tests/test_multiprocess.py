@@ -444,7 +444,7 @@ def test_a_scrape_skips_a_file_a_process_created_but_has_not_begun(
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from tracedpolicy import multiprocess
+    from tracedpolicy.exporters import multiprocess
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     begun: Any = MmapedDict(str(tmp_path / f"counter_{os.getpid()}.db"))  # type: ignore[no-untyped-call]

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.options import Options
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.base.options import Options
 
 
 def test_defaults_are_production_safe() -> None:
@@ -141,7 +141,7 @@ def test_options_given_to_an_already_traced_policy_are_checked_too() -> None:
 def test_a_server_beyond_loopback_is_allowed_and_said_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracedpolicy import prometheus
+    from tracedpolicy.exporters import prometheus
 
     monkeypatch.setattr(prometheus, "_warned_reachable", False)  # as in a fresh process
     try:
@@ -156,7 +156,7 @@ def test_a_server_beyond_loopback_is_allowed_and_said_once(
 
 
 def test_a_misspelt_variable_is_named_with_the_closest_known_one() -> None:
-    from tracedpolicy.options import VARIABLES, unknown_variables
+    from tracedpolicy.base.options import VARIABLES, unknown_variables
 
     environ = {name: "1" for name in VARIABLES}
     environ.update(TRACEDPOLICY_BOOTSTRAP="main", TRACEDPOLICY_REQUIRE_PROMTOOL="1", PATH="/")

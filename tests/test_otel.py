@@ -14,9 +14,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.loops import class_name
-from tracedpolicy.policy import HIT_SAMPLER
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.loops import class_name
+from tracedpolicy.sources.policy import HIT_SAMPLER
 
 from .conftest import Telemetry, restore_exporters
 from .outcomes import in_thread

@@ -16,8 +16,8 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy, traced
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.recorder import recorder_for
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.recorder import recorder_for
 
 from .outcomes import Outcome, in_thread, observe
 
@@ -274,7 +274,7 @@ def test_subprocesses_work_under_an_installed_wrapper() -> None:
 
 FORK_SCRIPT = """
 import asyncio, os, sys, tracedpolicy
-from tracedpolicy._compat import RUNNING
+from tracedpolicy.base._compat import RUNNING
 if sys.argv[1] == "traced":
     tracedpolicy.install()
 policy = RUNNING.get_policy()
@@ -441,7 +441,7 @@ class OwnGetPolicy(DefaultPolicy):  # type: ignore[misc]
 def test_a_call_in_flight_when_the_mode_gives_the_class_back_acts_as_the_bare_one() -> None:
     """Thread B is paused between ``parent()``'s isinstance check and its ``super()`` while
     ``uninstrument()`` gives the policy its class back: B's call still gets B's loop."""
-    from tracedpolicy import policy as policy_module
+    from tracedpolicy.sources import policy as policy_module
 
     assert RUNNING.set_policy is not None and RUNNING.get_policy is not None
     RUNNING.set_policy(OwnGetPolicy())

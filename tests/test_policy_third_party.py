@@ -12,8 +12,8 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.policy import _uses_stock_get, label_of
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.sources.policy import _uses_stock_get, label_of
 
 from .outcomes import in_thread, observe
 

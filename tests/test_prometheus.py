@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import tracedpolicy
-from tracedpolicy import TracedEventLoopPolicy, prometheus
-from tracedpolicy._compat import RUNNING
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.exporters import prometheus
 
 from .conftest import Telemetry
 from .outcomes import in_thread
@@ -259,7 +260,7 @@ def test_a_worker_file_still_being_made_does_not_fail_the_merged_scrape(
     """prometheus_client creates a worker's file empty, then sizes it: a scrape in between."""
     from wsgiref.util import setup_testing_defaults
 
-    from tracedpolicy.prometheus import make_app
+    from tracedpolicy.exporters.prometheus import make_app
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     (tmp_path / "counter_4242.db").write_bytes(b"")

@@ -13,10 +13,10 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import PolicyEvent, TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.errors import internal_errors
-from tracedpolicy.recorder import Recorder, recorder_for, recorders
-from tracedpolicy.stats import Counter
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.errors import internal_errors
+from tracedpolicy.records.recorder import Recorder, recorder_for, recorders
+from tracedpolicy.records.stats import Counter
 
 from .collecting import InACycle, finishes_with_a_collection_at
 from .outcomes import in_thread

@@ -11,9 +11,9 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.loops import CreationSite, LoopRecord
-from tracedpolicy.report import format_age, leak_report
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.exporters.report import format_age, leak_report
+from tracedpolicy.records.loops import CreationSite, LoopRecord
 
 DefaultPolicy: Any = RUNNING.default_policy
 

@@ -6,8 +6,8 @@ import threading
 from typing import Any
 
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.stats import (
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.stats import (
     CREATION_SECONDS,
     LIFETIME_SECONDS,
     Counter,

@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tracedpolicy import TracedEventLoopPolicy, recorder, telemetry
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.options import Options
+from tracedpolicy import TracedEventLoopPolicy
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.base.options import Options
+from tracedpolicy.exporters import telemetry
+from tracedpolicy.records import recorder
 
 from .conftest import Telemetry, restore_exporters
 
@@ -47,8 +49,8 @@ def test_process_options_are_named_and_per_policy_ones_are_not() -> None:
 def test_a_later_call_changes_only_the_process_options_it_passes(telemetry: Telemetry) -> None:
     """install(meter_provider=..., spans=False, creation_stack=5), then a factory with a port."""
     from tracedpolicy import loop_factory
-    from tracedpolicy.loops import REGISTRY
-    from tracedpolicy.prometheus import shutdown_servers
+    from tracedpolicy.exporters.prometheus import shutdown_servers
+    from tracedpolicy.records.loops import REGISTRY
 
     TracedEventLoopPolicy(
         DefaultPolicy(),
@@ -79,7 +81,7 @@ def test_an_address_alone_starts_no_server_and_a_port_binds_its_own_calls_addres
 ) -> None:
     """A library's ``metrics_addr`` (no port) and the application's ``metrics_port=0`` (no
     address): one server, on the default loopback address, whichever call comes first."""
-    from tracedpolicy.prometheus import _servers, shutdown_servers
+    from tracedpolicy.exporters.prometheus import _servers, shutdown_servers
 
     library: dict[str, Any] = {"metrics_addr": "127.0.0.2"}  # not the default; still loopback
     application: dict[str, Any] = {"metrics_port": 0}
