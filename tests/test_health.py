@@ -32,6 +32,7 @@ import tracedpolicy
 from tracedpolicy.base.options import Options
 from tracedpolicy.exporters.telemetry import configure as configure_telemetry
 from tracedpolicy.health import monitor as health
+from tracedpolicy.health import probe
 
 from .conftest import Telemetry
 from .test_servers import free_port, serve
@@ -327,7 +328,7 @@ def test_a_watched_loop_is_freed_by_reference_counting(make: Any) -> None:
     loop.close()
     ref = weakref.ref(loop)
     deadline = time.monotonic() + 5
-    while health._running and time.monotonic() < deadline:
+    while probe._running and time.monotonic() < deadline:
         time.sleep(0.005)  # the watchdog's look at the stopped loop (which holds it a moment)
     gc.disable()
     try:
@@ -491,7 +492,7 @@ def test_watched_loops_that_come_and_go_leave_nothing_behind() -> None:
     del loop
     gc.collect()
     assert len(health.watched()) == 0
-    assert len(health._running) == 0 or all(h.running for h in health._running.values())
+    assert len(probe._running) == 0 or all(h.running for h in probe._running.values())
     (totals,) = [t for labels, t in health.totals().items() if labels[1] == "tests.health.churn"]
     delay = totals.delay.snapshot()
     assert dict(zip(delay.bounds, delay.cumulative_counts))[0.1] == delay.total  # none held
