@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
-from tracedpolicy.records.loops import capture_site
+from tracedpolicy.records.sites import capture_site
 
 
 class DiscardSpans(SpanExporter):

@@ -18,8 +18,10 @@ import pytest
 
 import tracedpolicy
 from tracedpolicy.base._compat import RUNNING, peek_policy
-from tracedpolicy.records.loops import REGISTRY, LoopRecord, class_name
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.record import LoopRecord
 from tracedpolicy.records.recorder import policy_replacements
+from tracedpolicy.records.sites import class_name
 
 from .conftest import Telemetry
 from .outcomes import in_thread

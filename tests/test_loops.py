@@ -16,8 +16,9 @@ import pytest
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
-from tracedpolicy.records import loops as loops_module
-from tracedpolicy.records.loops import REGISTRY, class_name
+from tracedpolicy.records import closehooks
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.sites import class_name
 
 from .collecting import InACycle, finishes_with_a_collection_at
 from .counts import leak_counts, loop_counts, recorder_named
@@ -490,7 +491,7 @@ def test_a_collection_while_a_close_is_hooked_may_make_and_close_a_loop() -> Non
 
     made: list[Any] = []
     assert finishes_with_a_collection_at(
-        loops_module._hook_close,
+        closehooks.hook_close,
         'own = vars(cls).get("close", _MISSING)',
         lambda: made.append(policy_of(FirstHookedLoop).new_event_loop()),
         lambda: InACycle(lambda: policy_of(AlsoFirstHookedLoop).new_event_loop().close()),
@@ -558,7 +559,7 @@ def test_a_close_hook_reused_by_a_second_mode_period_is_taken_off_after_it() -> 
     for loop in made:
         loop.close()
     assert vars(HookedTwiceLoop).get("close") is own
-    assert HookedTwiceLoop not in loops_module._close_hooks
+    assert HookedTwiceLoop not in closehooks._close_hooks
 
 
 LOOP_SET_AT_EXIT = """

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
-from tracedpolicy.records.loops import class_name
+from tracedpolicy.records.sites import class_name
 from tracedpolicy.sources.policy import HIT_SAMPLER
 
 from .conftest import Telemetry, restore_exporters

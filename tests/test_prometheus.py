@@ -17,10 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.exporters import prometheus
+from tracedpolicy.records.sites import class_name
 
 from .conftest import Telemetry
 from .outcomes import in_thread
@@ -121,7 +121,7 @@ def test_otel_prometheus_and_an_http_scrape_show_the_same_numbers(
             assert from_registry[(f"{prometheus_name}_count", attributes)] == count
             assert from_registry[(f"{prometheus_name}_sum", attributes)] == pytest.approx(total)
 
-    loop_class = tracedpolicy.loops.class_name(type(kept[0]))
+    loop_class = class_name(type(kept[0]))
     on_loop = (("creator", label), ("loop_class", loop_class), ("origin", "policy"))
     assert from_registry[("asyncio_loop_created_total", on_loop)] == 3
     assert from_registry[("asyncio_loop_closed_total", on_loop)] == 2

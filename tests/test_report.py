@@ -13,7 +13,8 @@ import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.exporters.report import format_age, leak_report
-from tracedpolicy.records.loops import CreationSite, LoopRecord
+from tracedpolicy.records.record import LoopRecord
+from tracedpolicy.records.sites import CreationSite
 
 DefaultPolicy: Any = RUNNING.default_policy
 

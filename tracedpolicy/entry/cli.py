@@ -198,7 +198,7 @@ def print_remote_report(url: str) -> int:
     """Fetch and print the ``/loops`` page of a process serving tracedpolicy's metrics."""
     import urllib.request
 
-    from tracedpolicy.records.loops import printable
+    from tracedpolicy.records.sites import printable
 
     target = report_url(url)
     if target is None:

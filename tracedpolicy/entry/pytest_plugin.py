@@ -24,7 +24,9 @@ from typing import Any, Callable
 import pytest
 
 import tracedpolicy
-from tracedpolicy.records.loops import REGISTRY, LoopRecord, printable
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.record import LoopRecord
+from tracedpolicy.records.sites import printable
 
 MODES = ("off", "fail", "warn")
 

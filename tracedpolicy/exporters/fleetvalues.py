@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracedpolicy.exporters import metrics
-from tracedpolicy.records.loops import REGISTRY, LoopRecord
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.record import LoopRecord
 
 #: {metric's Prometheus name: {labels as JSON: a number, or [cumulative counts, sum]}}
 Values = dict[str, dict[str, Any]]

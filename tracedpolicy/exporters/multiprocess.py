@@ -30,7 +30,7 @@ from tracedpolicy.base import forksafe
 from tracedpolicy.exporters import fleet, metrics
 from tracedpolicy.health import monitor as health
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.loops import LoopRecord
+from tracedpolicy.records.record import LoopRecord
 from tracedpolicy.records.recorder import (
     GET_EVENT_LOOP,
     LOOP_CLOSED,

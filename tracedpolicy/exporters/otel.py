@@ -32,7 +32,7 @@ from tracedpolicy.exporters.metrics import (
 from tracedpolicy.health import monitor as health
 from tracedpolicy.records import recorder
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.loops import LoopRecord
+from tracedpolicy.records.record import LoopRecord
 from tracedpolicy.records.recorder import (
     CONSTRUCTOR,
     GET_EVENT_LOOP,

@@ -15,8 +15,10 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO, Union
 
 from tracedpolicy.exporters import fleet, fleetvalues
-from tracedpolicy.records.loops import REGISTRY, LoopRecord, printable
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.record import LoopRecord
 from tracedpolicy.records.recorder import loop_totals
+from tracedpolicy.records.sites import printable
 
 #: A loop of this process, or of another process of its fleet (which says its pid).
 Reported = Union[LoopRecord, fleetvalues.FleetRecord]

@@ -66,7 +66,8 @@ from tracedpolicy.health.stack import Sample as Sample
 from tracedpolicy.health.watchdog import SpanMaker as SpanMaker
 from tracedpolicy.health.watchdog import set_span_maker as set_span_maker
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.loops import REGISTRY, LoopRecord
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.record import LoopRecord
 
 
 def configure(enabled: bool, settings: Settings) -> None:

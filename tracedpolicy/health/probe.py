@@ -21,7 +21,7 @@ from typing import Any
 
 from tracedpolicy.base import forksafe
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.loops import LoopRecord
+from tracedpolicy.records.record import LoopRecord
 from tracedpolicy.records.stats import Histogram
 
 #: How late a probe ran: a tenth of a millisecond to ten seconds.

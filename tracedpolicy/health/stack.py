@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracedpolicy.base import forksafe
-from tracedpolicy.records.loops import SKIPPED_PACKAGES, USER_MODULES, printable
+from tracedpolicy.records.sites import SKIPPED_PACKAGES, USER_MODULES, printable
 
 #: Frames of these are the loop's machinery, not what it runs.
 _MACHINERY = (*SKIPPED_PACKAGES, "selectors", "threading", "runpy", "contextvars")

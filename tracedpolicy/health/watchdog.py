@@ -13,7 +13,7 @@ from tracedpolicy.health import probe
 from tracedpolicy.health.probe import CLOCK, LoopHealth
 from tracedpolicy.health.stack import Sample, sample
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.loops import printable
+from tracedpolicy.records.sites import printable
 
 logger = logging.getLogger("tracedpolicy")
 

@@ -16,217 +16,36 @@ which thread, which threads it is set on, and how it ended:
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import collections
 import contextlib
 import functools
 import gc
-import inspect
 import itertools
 import os
-import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from tracedpolicy.base import forksafe
+from tracedpolicy.records.closehooks import hook_close, release_unused_close_hooks
 from tracedpolicy.records.errors import record_internal_error
-
-Loop = asyncio.AbstractEventLoop
-
-GC_UNCLOSED = "gc_unclosed"
-THREAD_EXIT = "thread_exit"
-OPEN_AT_EXIT = "open_at_exit"
-LEAK_REASONS = (GC_UNCLOSED, THREAD_EXIT, OPEN_AT_EXIT)
-
-#: Frames of these packages are not a creation site: the user's call into them is. (wrapt
-#: carries the construction hooks; its frames exist only without its C extension.)
-SKIPPED_PACKAGES = ("tracedpolicy", "asyncio", "uvloop", "wrapt")
-
-
-def qualified_name(thing: Any) -> str:
-    """A class's or function's module and qualified name: a bounded label value.
-
-    Scopes a name was defined in (``__getattr__.<locals>.`` where uvloop and tornado build
-    their policy classes on first use) are left out: ``uvloop.EventLoopPolicy``.
-    """
-    module = getattr(thing, "__module__", None) or "builtins"
-    qualname = getattr(thing, "__qualname__", None) or type(thing).__qualname__
-    return f"{module}.{qualname.rpartition('<locals>.')[2]}"
-
-
-def class_name(cls: type) -> str:
-    """A class's qualified name with its module: the bounded ``loop_class`` label value."""
-    return qualified_name(cls)
-
-
-def printable(text: object) -> str:
-    """``text`` as a report or a log line may show it: control and format characters escaped.
-
-    Thread names, file paths and labels are the user's (or an attacker's) text; a newline would
-    add a fake line to a report, an escape sequence would drive the reader's terminal.
-    """
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
-class CreationSite(NamedTuple):
-    """Where a loop was made: a file, a line and the function around it."""
-
-    filename: str
-    lineno: int
-    function: str
-
-    def __str__(self) -> str:
-        return printable(f"{self.filename}:{self.lineno} in {self.function}")
-
-
-#: Modules of ours that play the user's part: their frames are creation sites.
-USER_MODULES = ("tracedpolicy.entry.demo",)
-
-
-def _skipped(frame: Any) -> bool:
-    # A subscript, not .get: a module's dict is shared by every thread (forksafe.lookup).
-    module = forksafe.lookup(frame.f_globals, "__name__") or ""
-    return module not in USER_MODULES and module.partition(".")[0] in SKIPPED_PACKAGES
-
-
-def _constructing(frame: Any, loop: object) -> bool:
-    """Whether ``frame`` is part of making ``loop``: an ``__init__`` of it, or a decorator's
-    wrapper around one. Its first argument is the loop, which did not exist before."""
-    code = frame.f_code
-    if not code.co_argcount and not code.co_flags & inspect.CO_VARARGS:
-        return False
-    names, local = code.co_varnames, frame.f_locals
-    if code.co_argcount:
-        return local.get(names[0]) is loop
-    star = local.get(names[code.co_kwonlyargcount])
-    return isinstance(star, tuple) and bool(star) and star[0] is loop
-
-
-def capture_site(
-    depth: int = 0, loop: object = None
-) -> tuple[CreationSite | None, tuple[str, ...]]:
-    """The caller's creation site, and up to ``depth`` more frames above it (outermost last).
-
-    With ``loop``, the ``__init__`` frames of that loop are skipped too: a user's loop subclass
-    is made where it is called, not where its ``__init__`` calls ``super().__init__()``.
-    """
-    frame: Any = sys._getframe(1)
-    while frame is not None and (
-        _skipped(frame) or (loop is not None and _constructing(frame, loop))
-    ):
-        frame = frame.f_back
-    if frame is None:
-        return None, ()
-    code = frame.f_code
-    site = CreationSite(code.co_filename, frame.f_lineno, code.co_name)
-    stack: list[str] = []
-    outer = frame.f_back
-    while outer is not None and len(stack) < depth:
-        stack.append(f"{outer.f_code.co_filename}:{outer.f_lineno} in {outer.f_code.co_name}")
-        outer = outer.f_back
-    return site, tuple(stack)
-
-
-@dataclass(eq=False)
-class LoopRecord:
-    """What is known about one loop."""
-
-    loop_id: int
-    origin: str
-    """``policy``, ``loop_factory`` or ``constructor``: how it was made."""
-    creator: str
-    """What made it: the policy's class, the factory, the loop class (or a chosen label)."""
-    loop_class: str
-    thread_id: int
-    """The thread that made it (or first handed it to tracedpolicy)."""
-    thread_name: str
-    created_at: float
-    """Wall-clock time (``time.time()``) when the record was made."""
-    created_monotonic: float
-    tracked: bool
-    """Made through tracedpolicy, so counted as created, closed, leaked and open."""
-    site: CreationSite | None = None
-    stack: tuple[str, ...] = ()
-    """Frames above the site, outermost last, when a deeper stack was asked for."""
-    set_on: dict[int, str] = field(default_factory=dict)
-    """The threads (ident: name) it is the current loop of, through a traced policy."""
-    close_hooked: bool = False
-    closed_monotonic: float | None = None
-    leaked: str | None = None
-    """The leak reason, once it leaked."""
-    inherited: bool = False
-    """Made before this process forked from its parent."""
-    span_context: Any = None
-    """The creation span's context, so a leak span can link to it."""
-    _ref: weakref.ReferenceType[Loop] | None = field(default=None, repr=False)
-
-    @property
-    def closed(self) -> bool:
-        return self.closed_monotonic is not None
-
-    @property
-    def made_by(self) -> str:
-        """Origin and creator, as leak lines and reports show them."""
-        return f"{self.origin} {self.creator}"
-
-    @property
-    def loop(self) -> Loop | None:
-        """The loop, or None once it was garbage-collected."""
-        return self._ref() if self._ref is not None else None
-
-    @property
-    def counts_as_open(self) -> bool:
-        """Made here, and neither closed, leaked nor inherited: ``asyncio_loop_open``."""
-        return self.tracked and not (self.closed or self.leaked or self.inherited)
-
-    def age(self, now: float | None = None) -> float:
-        """Seconds since creation, up to the close if it closed."""
-        end = self.closed_monotonic or (time.monotonic() if now is None else now)
-        return end - self.created_monotonic
-
-
-def current_thread_name() -> str:
-    """This thread's name, without making a ``_DummyThread`` for a thread ``threading`` does
-    not know (one started with ``_thread.start_new_thread``): a bare policy call makes none."""
-    ident = threading.get_ident()
-    active = getattr(threading, "_active", None)
-    thread = forksafe.lookup(active, ident) if isinstance(active, dict) else None  # no lock
-    return thread.name if thread is not None else f"thread {ident}"
-
-
-def thread_state_of(holder: object) -> dict[str, Any] | None:
-    """This thread's own state dict of a policy that keeps CPython's ``_local``, else None.
-
-    Kept with the loop set on that thread, it tells at the thread's end whether the loop was
-    still current there, whoever changed it since (even past any traced policy).
-    """
-    local = getattr(holder, "_local", None)
-    if not isinstance(local, threading.local):
-        return None
-    state = vars(local)
-    return state if isinstance(state, dict) else None
-
-
-class Expected:
-    """A loop constructed inside a layer that records it once the layer returns (see
-    :mod:`tracedpolicy.records.making`): where it was constructed, and whether it closed
-    meanwhile."""
-
-    __slots__ = ("closed_monotonic", "created_at", "created_monotonic", "site", "stack")
-
-    def __init__(self, site: CreationSite | None, stack: tuple[str, ...]) -> None:
-        self.site = site
-        self.stack = stack
-        self.created_at = time.time()
-        self.created_monotonic = time.monotonic()
-        self.closed_monotonic: float | None = None
+from tracedpolicy.records.record import (
+    GC_UNCLOSED,
+    OPEN_AT_EXIT,
+    THREAD_EXIT,
+    Expected,
+    Loop,
+    LoopRecord,
+)
+from tracedpolicy.records.sites import (
+    CreationSite,
+    capture_site,
+    class_name,
+    current_thread_name,
+    thread_state_of,
+)
 
 
 class _ThreadLoops(threading.local):
@@ -316,7 +135,7 @@ class LoopRegistry:
         # reused), and a lock every thread takes on every make is what free threading is not for.
         self._records[key] = record
         if tracked:
-            record.close_hooked = _hook_close(loop)
+            record.close_hooked = hook_close(loop, self)
             if self.tracked_listeners:
                 _notify(self.tracked_listeners, record, loop)
         return record
@@ -333,7 +152,7 @@ class LoopRegistry:
             record.created_at = expected.created_at
             record.created_monotonic = expected.created_monotonic
         record.tracked = True
-        record.close_hooked = _hook_close(loop)
+        record.close_hooked = hook_close(loop, self)
         if self.tracked_listeners:
             _notify(self.tracked_listeners, record, loop)
 
@@ -341,7 +160,7 @@ class LoopRegistry:
         """``loop`` was just constructed inside a layer that records it only once it returns
         (a factory, a policy's ``new_event_loop``): note where, and see its close meanwhile."""
         self._expected[id(loop)] = Expected(*capture_site(self.stack_depth, loop))
-        _hook_close(loop)
+        hook_close(loop, self)
 
     def settle(self, loop: Loop) -> Expected | None:
         """The layer that constructed ``loop`` returned: what :meth:`expect` noted, forgotten
@@ -390,7 +209,7 @@ class LoopRegistry:
             if reason == THREAD_EXIT and record.loop is not None and record.loop.is_closed():
                 continue  # closed after its thread ended, before we looked: not a leak
             self._leak(record, reason)
-        release_unused_close_hooks()
+        release_unused_close_hooks(self)
 
     def sweep(self) -> None:
         """Count queued leaks, and notice closes that no hook on ``close`` could see."""
@@ -490,7 +309,7 @@ class LoopRegistry:
                 return  # closing twice counts once; a leak stays a leak
             record.closed_monotonic = time.monotonic() if at is None else at
         _notify(self.closed_listeners, record, record.age())
-        release_unused_close_hooks()
+        release_unused_close_hooks(self)
 
     def _leak(self, record: LoopRecord, reason: str) -> None:
         with self._end_lock(record):
@@ -557,140 +376,6 @@ def _notify(listeners: list[Any], *args: Any) -> None:
             listener(*args)
         except Exception as failure:
             record_internal_error("registry", failure)
-
-
-def _finalizer_codes() -> frozenset[Any]:
-    """The code of asyncio's own finalizer, ``BaseEventLoop.__del__``: the one close that is no
-    close of the user's. (uvloop's finalizer closes nothing; a user's ``__del__`` is theirs.)"""
-    import asyncio.base_events
-
-    finalizer = vars(asyncio.base_events.BaseEventLoop).get("__del__")
-    code = getattr(finalizer, "__code__", None)
-    return frozenset() if code is None else frozenset({code})
-
-
-_FINALIZERS = _finalizer_codes()
-_MISSING = object()
-#: Reentrant: a collection during an allocation under it may run a ``__del__`` that closes or
-#: makes a loop, which takes it again in the same thread.
-_hook_lock = forksafe.rlock()
-#: Each hooked class: what its own ``close`` was (``_MISSING`` if inherited), and the hook.
-_close_hooks: dict[type, tuple[Any, Callable[[Any], None]]] = {}
-#: Hooks made while the whole-process mode was on, which it takes off when it ends...
-_hooks_of_the_mode: set[type] = set()
-_mode_on = False
-#: ...as soon as no open loop made through them is left.
-_hooks_to_release: set[type] = set()
-
-
-def _called_by_finalizer() -> bool:
-    """Whether the ``close`` hook (the caller) was called by asyncio's finalizer.
-
-    A close called straight from C (``atexit.register(loop.close)``, a thread started with
-    ``_thread.start_new_thread(loop.close, ())``) has no Python caller: a close of the user's.
-    """
-    try:
-        caller = sys._getframe(2)
-    except ValueError:  # call stack is not deep enough
-        return False
-    return caller.f_code in _FINALIZERS
-
-
-def _has_own(instance: object, name: str) -> bool:
-    """Whether ``instance`` has an attribute ``name`` of its own, shadowing its class's method.
-
-    Asked without reading ``instance.__dict__``: on 3.11 and 3.12 that makes CPython turn the
-    instance's inline attribute values into a real dict for good, and every later attribute
-    access of the loop (its whole run) 20-30% slower.
-    """
-    try:
-        bound = getattr(instance, name)
-    except AttributeError:
-        return False
-    return getattr(bound, "__func__", None) is not getattr(type(instance), name, None)
-
-
-def _hook_close(loop: Loop) -> bool:
-    """Make ``loop.close()`` tell the registry after it ran; False if it cannot.
-
-    The hook goes on the loop's class, once, and keeps nothing per loop; for loops without a
-    record it only costs a dict lookup. A close that asyncio's ``__del__`` makes for an
-    abandoned loop is not counted: that loop was garbage-collected unclosed. A loop with its
-    own instance ``close`` is left to :meth:`LoopRegistry.sweep`.
-    """
-    if _has_own(loop, "close"):
-        return False
-    cls = type(loop)
-    if cls in _close_hooks and not _hooks_to_release:
-        return True  # hooked already, and no hook waits to go: no lock for every loop made
-    with _hook_lock:
-        if cls in _hooks_to_release:
-            # A hook of an earlier mode, waiting for its last loop: in use again, and the
-            # mode's to take off again if the mode is back on.
-            _hooks_to_release.discard(cls)
-            if _mode_on:
-                _hooks_of_the_mode.add(cls)
-        if cls in _close_hooks:
-            return True
-        original: Callable[[Any], None] = cls.close
-
-        @functools.wraps(original)
-        def close(self: Any) -> None:
-            original(self)
-            if _called_by_finalizer():
-                REGISTRY.abandoned(self)
-            else:
-                REGISTRY.closed(self)
-
-        own = vars(cls).get("close", _MISSING)
-        try:
-            cls.close = close  # type: ignore[method-assign]
-        except (AttributeError, TypeError):  # an extension type: immutable
-            return False
-        _close_hooks[cls] = (own, close)
-        if _mode_on:
-            _hooks_of_the_mode.add(cls)
-        return True
-
-
-def close_hooks_of_the_mode(on: bool) -> None:
-    """The whole-process mode starts (its hooks are noted) or ends (they are taken off, each
-    once no open loop depends on it: their closes must still be counted)."""
-    global _mode_on
-    with _hook_lock:
-        _mode_on = on
-        if on:
-            return
-        _hooks_to_release.update(_hooks_of_the_mode)
-        _hooks_of_the_mode.clear()
-    release_unused_close_hooks()
-
-
-def release_unused_close_hooks() -> None:
-    """Take off the hooks waiting to go that no open loop's ``close`` goes through any more."""
-    if not _hooks_to_release:
-        return
-    in_use = {
-        type(loop).close
-        for record in REGISTRY.records()
-        if record.counts_as_open and (loop := record.loop) is not None
-    }
-    with _hook_lock:
-        for cls in list(_hooks_to_release):
-            entry = _close_hooks.get(cls)
-            if cls not in _hooks_to_release or entry is None:
-                continue  # released meanwhile, by a collection's close in this very loop
-            own, hook = entry
-            if hook in in_use:
-                continue
-            _hooks_to_release.discard(cls)
-            del _close_hooks[cls]
-            if vars(cls).get("close") is not hook:
-                continue  # replaced since by someone else: theirs stays
-            if own is _MISSING:
-                delattr(cls, "close")
-            else:
-                cls.close = own  # type: ignore[attr-defined]
 
 
 #: The process's registry: every traced policy and loop factory records here.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from tracedpolicy.records.loops import REGISTRY, class_name
+from tracedpolicy.records.loops import REGISTRY
 from tracedpolicy.records.recorder import (
     CONSTRUCTOR,
     NEW_EVENT_LOOP,
@@ -23,6 +23,7 @@ from tracedpolicy.records.recorder import (
     recorder_for,
     thread_state,
 )
+from tracedpolicy.records.sites import class_name
 
 Loop = asyncio.AbstractEventLoop
 

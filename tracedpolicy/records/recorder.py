@@ -26,15 +26,9 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 from tracedpolicy.base import forksafe
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.loops import (
-    LEAK_REASONS,
-    REGISTRY,
-    Expected,
-    LoopRecord,
-    class_name,
-    current_thread_name,
-    printable,
-)
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.record import LEAK_REASONS, Expected, LoopRecord
+from tracedpolicy.records.sites import class_name, current_thread_name, printable
 from tracedpolicy.records.stats import CREATION_SECONDS, LIFETIME_SECONDS, Counter, Histogram
 
 Loop = asyncio.AbstractEventLoop

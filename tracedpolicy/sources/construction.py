@@ -27,9 +27,9 @@ import wrapt
 
 from tracedpolicy.base import forksafe
 from tracedpolicy.base.patching import Patch, wrap
-from tracedpolicy.records.loops import class_name
 from tracedpolicy.records.making import make_loop, note_constructed
 from tracedpolicy.records.recorder import CONSTRUCTOR, recorder_for, thread_state
+from tracedpolicy.records.sites import class_name
 
 _lock = forksafe.lock()
 _patches: list[Patch] = []

@@ -31,7 +31,8 @@ from tracedpolicy.base.options import Options
 from tracedpolicy.base.patching import Patch, wrap
 from tracedpolicy.exporters import telemetry
 from tracedpolicy.health import monitor as health
-from tracedpolicy.records.loops import close_hooks_of_the_mode
+from tracedpolicy.records.closehooks import close_hooks_of_the_mode
+from tracedpolicy.records.loops import REGISTRY
 from tracedpolicy.sources import construction
 from tracedpolicy.sources.factory import hook_runner, unhook_runner
 from tracedpolicy.sources.install import unwatch_setter, watch_setter
@@ -78,7 +79,7 @@ def instrument(**options: Any) -> None:
             _server = telemetry.metrics_server()  # started here: uninstrument() stops it
         _health_turned_on = _health_turned_on or (health.enabled() and not health_before)
         _on = True
-        close_hooks_of_the_mode(True)
+        close_hooks_of_the_mode(True, REGISTRY)
         if API.has_policies:
             watch_setter(_trace_process_policy, first=True)
             if _lazy_default is None and "_init_event_loop_policy" in vars(asyncio.events):
@@ -116,7 +117,7 @@ def uninstrument() -> None:
                     untrace_in_place(policy)
             _traced_in_place.clear()
             switch_off_in_place_classes()
-        close_hooks_of_the_mode(False)
+        close_hooks_of_the_mode(False, REGISTRY)
 
 
 def instrumented() -> bool:

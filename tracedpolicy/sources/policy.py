@@ -30,7 +30,7 @@ from tracedpolicy.base import _compat, forksafe
 from tracedpolicy.base._compat import AsyncioPolicyApi
 from tracedpolicy.base.options import Options
 from tracedpolicy.exporters import telemetry
-from tracedpolicy.records.loops import REGISTRY, qualified_name, thread_state_of
+from tracedpolicy.records.loops import REGISTRY
 from tracedpolicy.records.making import begin_outer, end_outer, make_loop, record_strays
 from tracedpolicy.records.recorder import (
     GET_EVENT_LOOP,
@@ -41,6 +41,7 @@ from tracedpolicy.records.recorder import (
     recorder_for,
     thread_state,
 )
+from tracedpolicy.records.sites import qualified_name, thread_state_of
 
 API = _compat.RUNNING
 
