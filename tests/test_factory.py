@@ -13,7 +13,8 @@ import pytest
 import tracedpolicy
 from tracedpolicy import TracedLoopFactory
 from tracedpolicy.base._compat import RUNNING
-from tracedpolicy.records.recorder import LOOP_FACTORY, recorder_for
+from tracedpolicy.records.events import LOOP_FACTORY
+from tracedpolicy.records.recorder import recorder_for
 
 from .outcomes import observe
 

@@ -17,8 +17,8 @@ import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.exporters.report import totals
-from tracedpolicy.records import recorder
-from tracedpolicy.records.recorder import Operation, PolicyEvent, thread_state
+from tracedpolicy.records import events
+from tracedpolicy.records.events import Operation, PolicyEvent, thread_state
 
 from .collecting import line_of
 from .counts import loop_counts
@@ -45,9 +45,9 @@ class InterruptingHook:
 
 @pytest.fixture
 def no_span_hook() -> Iterator[None]:
-    before = recorder._span_hook
+    before = events._span_hook
     yield
-    recorder.set_span_hook(before)
+    events.set_span_hook(before)
 
 
 def interrupt_at(function: Any, text: str) -> Any:
@@ -89,13 +89,13 @@ def test_ctrl_c_early_in_making_a_loop_leaves_the_thread_as_it_was(
         if where in WHERE:
             sys.settrace(interrupt_at(*WHERE[where]))
         else:
-            recorder.set_span_hook(InterruptingHook())
+            events.set_span_hook(InterruptingHook())
         try:
             with pytest.raises(KeyboardInterrupt):
                 policy.new_event_loop()
         finally:
             sys.settrace(None)
-            recorder.set_span_hook(None)
+            events.set_span_hook(None)
         state = (thread_state.making, thread_state.depth)
         policy.new_event_loop().close()
         return state

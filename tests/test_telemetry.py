@@ -11,7 +11,7 @@ from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.base.options import Options
 from tracedpolicy.exporters import telemetry
-from tracedpolicy.records import recorder
+from tracedpolicy.records import events
 
 from .conftest import Telemetry, restore_exporters
 
@@ -21,9 +21,9 @@ DefaultPolicy: Any = RUNNING.default_policy
 def test_a_policy_without_exporter_options_keeps_the_exporters_as_they_are(
     telemetry: Telemetry,
 ) -> None:
-    hook = recorder._span_hook
+    hook = events._span_hook
     TracedEventLoopPolicy(DefaultPolicy(), label="tests.telemetry.keep", get_spans="all")
-    assert recorder._span_hook is hook  # per-policy options only: nothing re-pointed
+    assert events._span_hook is hook  # per-policy options only: nothing re-pointed
     TracedEventLoopPolicy(DefaultPolicy(), label="tests.telemetry.keep").new_event_loop().close()
     assert [s.name for s in telemetry.spans("tests.telemetry.keep")] == [
         "asyncio.policy.new_event_loop"
@@ -37,7 +37,7 @@ def test_a_policy_with_exporter_options_re_points_them(telemetry: Telemetry) -> 
     )
     assert b"asyncio_loop_created_total" in generate_latest(registry)
     TracedEventLoopPolicy(DefaultPolicy(), label="tests.telemetry.move", spans=False)
-    assert recorder._span_hook is None
+    assert events._span_hook is None
 
 
 def test_process_options_are_named_and_per_policy_ones_are_not() -> None:
@@ -62,7 +62,7 @@ def test_a_later_call_changes_only_the_process_options_it_passes(telemetry: Tele
     try:
         factory = loop_factory(label="tests.telemetry.later", metrics_port=0)
         assert telemetry_module_server() is not None
-        assert recorder._span_hook is None and REGISTRY.stack_depth == 5
+        assert events._span_hook is None and REGISTRY.stack_depth == 5
         factory().close()
         assert list(telemetry.points("asyncio.loop.created", "tests.telemetry.later").values()) == [
             1

@@ -35,15 +35,9 @@ if TYPE_CHECKING:  # at run time each name is loaded when first asked for: see _
     from tracedpolicy.exporters.report import open_loops as open_loops
     from tracedpolicy.exporters.telemetry import metrics_server as metrics_server
     from tracedpolicy.records.errors import internal_errors as internal_errors
-    from tracedpolicy.records.recorder import (
-        PolicyEvent as PolicyEvent,
-    )
-    from tracedpolicy.records.recorder import (
-        add_observer as add_observer,
-    )
-    from tracedpolicy.records.recorder import (
-        remove_observer as remove_observer,
-    )
+    from tracedpolicy.records.events import PolicyEvent as PolicyEvent
+    from tracedpolicy.records.events import add_observer as add_observer
+    from tracedpolicy.records.events import remove_observer as remove_observer
     from tracedpolicy.records.recorder import (
         snapshot as snapshot,
     )
@@ -85,10 +79,10 @@ if TYPE_CHECKING:  # at run time each name is loaded when first asked for: see _
 #: launcher, ``python -m tracedpolicy``, needs none); the first use loads that module and what
 #: it needs, never the exporters (see :mod:`tracedpolicy.telemetry`).
 _PUBLIC = {
-    "PolicyEvent": "records.recorder",
+    "PolicyEvent": "records.events",
     "TracedEventLoopPolicy": "sources.policy",
     "TracedLoopFactory": "sources.factory",
-    "add_observer": "records.recorder",
+    "add_observer": "records.events",
     "install": "sources.install",
     "installed": "sources.install",
     "instrument": "sources.instrument",
@@ -99,7 +93,7 @@ _PUBLIC = {
     "loop_factory": "sources.factory",
     "metrics_server": "exporters.telemetry",
     "open_loops": "exporters.report",
-    "remove_observer": "records.recorder",
+    "remove_observer": "records.events",
     "snapshot": "records.recorder",
     "traced": "sources.policy",
     "uninstall": "sources.install",

@@ -58,7 +58,7 @@ from tracedpolicy.exporters.fleetvalues import (
     with_pid,
 )
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.recorder import (
+from tracedpolicy.records.events import (
     LOOP_CLOSED,
     LOOP_LEAKED,
     NEW_EVENT_LOOP,

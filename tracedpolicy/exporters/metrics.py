@@ -15,9 +15,10 @@ from typing import Any
 
 from tracedpolicy.health import monitor as health
 from tracedpolicy.records.errors import internal_errors
+from tracedpolicy.records.events import POLICY
 from tracedpolicy.records.loops import REGISTRY as LOOPS
 from tracedpolicy.records.record import LEAK_REASONS
-from tracedpolicy.records.recorder import POLICY, policy_replacements, recorders
+from tracedpolicy.records.recorder import policy_replacements, recorders
 from tracedpolicy.records.stats import CREATION_SECONDS, LIFETIME_SECONDS
 
 #: Where each loop came from (origin: policy, loop_factory or constructor; creator: the policy's

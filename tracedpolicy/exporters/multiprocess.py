@@ -30,8 +30,7 @@ from tracedpolicy.base import forksafe
 from tracedpolicy.exporters import fleet, metrics
 from tracedpolicy.health import monitor as health
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.record import LoopRecord
-from tracedpolicy.records.recorder import (
+from tracedpolicy.records.events import (
     GET_EVENT_LOOP,
     LOOP_CLOSED,
     LOOP_LEAKED,
@@ -40,6 +39,7 @@ from tracedpolicy.records.recorder import (
     PolicyEvent,
     add_sink,
 )
+from tracedpolicy.records.record import LoopRecord
 
 #: How often each process copies its counts into its value files (a scrape sees them then).
 SYNC_SECONDS = 1.0

@@ -30,10 +30,9 @@ from tracedpolicy.exporters.metrics import (
     samples,
 )
 from tracedpolicy.health import monitor as health
-from tracedpolicy.records import recorder
+from tracedpolicy.records import events
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.record import LoopRecord
-from tracedpolicy.records.recorder import (
+from tracedpolicy.records.events import (
     CONSTRUCTOR,
     GET_EVENT_LOOP,
     LOOP_CLOSED,
@@ -46,6 +45,7 @@ from tracedpolicy.records.recorder import (
     Operation,
     PolicyEvent,
 )
+from tracedpolicy.records.record import LoopRecord
 from tracedpolicy.records.stats import CREATION_SECONDS, LIFETIME_SECONDS
 
 INSTRUMENTATION_NAME = "tracedpolicy"
@@ -286,11 +286,11 @@ def configure_tracing(tracer_provider: trace.TracerProvider | None, spans: bool)
     default needs no reconfiguring.
     """
     if not spans:
-        recorder.set_span_hook(None)
+        events.set_span_hook(None)
         health.set_span_maker(None)
         return
     tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider)
-    recorder.set_span_hook(SpanHook(tracer))
+    events.set_span_hook(SpanHook(tracer))
     health.set_span_maker(HeldSpans(tracer))
 
 
@@ -301,7 +301,7 @@ def configure_metrics(meter_provider: metrics.MeterProvider | None) -> None:
     if instruments is None:
         meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider)
         instruments = _instruments[meter_provider] = Instruments(meter)
-        recorder.add_sink(instruments.record)
+        events.add_sink(instruments.record)
         health.add_delay_sink(instruments.record_delay)
     if _active is not None and _active is not instruments:
         _active.active = False

@@ -14,15 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from tracedpolicy.records.events import CONSTRUCTOR, NEW_EVENT_LOOP, Making, thread_state
 from tracedpolicy.records.loops import REGISTRY
-from tracedpolicy.records.recorder import (
-    CONSTRUCTOR,
-    NEW_EVENT_LOOP,
-    Making,
-    Recorder,
-    recorder_for,
-    thread_state,
-)
+from tracedpolicy.records.recorder import Recorder, recorder_for
 from tracedpolicy.records.sites import class_name
 
 Loop = asyncio.AbstractEventLoop

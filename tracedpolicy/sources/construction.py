@@ -27,8 +27,9 @@ import wrapt
 
 from tracedpolicy.base import forksafe
 from tracedpolicy.base.patching import Patch, wrap
+from tracedpolicy.records.events import CONSTRUCTOR, thread_state
 from tracedpolicy.records.making import make_loop, note_constructed
-from tracedpolicy.records.recorder import CONSTRUCTOR, recorder_for, thread_state
+from tracedpolicy.records.recorder import recorder_for
 from tracedpolicy.records.sites import class_name
 
 _lock = forksafe.lock()

@@ -19,8 +19,9 @@ from tracedpolicy.base import forksafe
 from tracedpolicy.base.options import Options
 from tracedpolicy.base.patching import Patch, wrap
 from tracedpolicy.exporters import telemetry
+from tracedpolicy.records.events import LOOP_FACTORY
 from tracedpolicy.records.making import make_loop
-from tracedpolicy.records.recorder import LOOP_FACTORY, Recorder, recorder_for
+from tracedpolicy.records.recorder import Recorder, recorder_for
 from tracedpolicy.records.sites import qualified_name
 from tracedpolicy.sources.policy import API
 

@@ -30,17 +30,16 @@ from tracedpolicy.base import _compat, forksafe
 from tracedpolicy.base._compat import AsyncioPolicyApi
 from tracedpolicy.base.options import Options
 from tracedpolicy.exporters import telemetry
-from tracedpolicy.records.loops import REGISTRY
-from tracedpolicy.records.making import begin_outer, end_outer, make_loop, record_strays
-from tracedpolicy.records.recorder import (
+from tracedpolicy.records.events import (
     GET_EVENT_LOOP,
     NEW_EVENT_LOOP,
     POLICY,
     SET_EVENT_LOOP,
-    Recorder,
-    recorder_for,
     thread_state,
 )
+from tracedpolicy.records.loops import REGISTRY
+from tracedpolicy.records.making import begin_outer, end_outer, make_loop, record_strays
+from tracedpolicy.records.recorder import Recorder, recorder_for
 from tracedpolicy.records.sites import qualified_name, thread_state_of
 
 API = _compat.RUNNING
