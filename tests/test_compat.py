@@ -16,7 +16,8 @@ from tracedpolicy.base import _compat
 from tracedpolicy.base._compat import RUNNING, resolve
 from tracedpolicy.records.recorder import recorder_for
 from tracedpolicy.sources.hierarchy import build_hierarchy
-from tracedpolicy.sources.policy import TracedEventLoopPolicy, traced_subclass
+from tracedpolicy.sources.policy import TracedEventLoopPolicy
+from tracedpolicy.sources.subclass import traced_subclass
 
 from . import simulated
 from .outcomes import observe

@@ -441,7 +441,7 @@ class OwnGetPolicy(DefaultPolicy):  # type: ignore[misc]
 def test_a_call_in_flight_when_the_mode_gives_the_class_back_acts_as_the_bare_one() -> None:
     """Thread B is paused between ``parent()``'s isinstance check and its ``super()`` while
     ``uninstrument()`` gives the policy its class back: B's call still gets B's loop."""
-    from tracedpolicy.sources import policy as policy_module
+    from tracedpolicy.sources import subclass as subclass_module
 
     assert RUNNING.set_policy is not None and RUNNING.get_policy is not None
     RUNNING.set_policy(OwnGetPolicy())
@@ -450,12 +450,12 @@ def test_a_call_in_flight_when_the_mode_gives_the_class_back_acts_as_the_bare_on
     reached, resume = threading.Event(), threading.Event()
     target = next(
         number
-        for number, text in enumerate(inspect.getsource(policy_module).splitlines(), 1)
+        for number, text in enumerate(inspect.getsource(subclass_module).splitlines(), 1)
         if "return super(cast(Any, subclass), self)" in text
     )
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code.co_name != "parent" or frame.f_globals is not vars(policy_module):
+        if frame.f_code.co_name != "parent" or frame.f_globals is not vars(subclass_module):
             return None
         if event == "line" and frame.f_lineno == target:
             sys.settrace(None)

@@ -71,9 +71,7 @@ if TYPE_CHECKING:  # at run time each name is loaded when first asked for: see _
     from tracedpolicy.sources.policy import (
         is_traced as is_traced,
     )
-    from tracedpolicy.sources.policy import (
-        traced as traced,
-    )
+    from tracedpolicy.sources.subclass import traced as traced
 
 #: Each public name, by the module that has it. ``import tracedpolicy`` loads none of them (a
 #: launcher, ``python -m tracedpolicy``, needs none); the first use loads that module and what
@@ -95,7 +93,7 @@ _PUBLIC = {
     "open_loops": "exporters.report",
     "remove_observer": "records.events",
     "snapshot": "records.recorder",
-    "traced": "sources.policy",
+    "traced": "sources.subclass",
     "uninstall": "sources.install",
     "uninstrument": "sources.instrument",
 }

@@ -16,7 +16,8 @@ import asyncio
 from typing import Any
 
 from tracedpolicy.base._compat import AsyncioPolicyApi
-from tracedpolicy.sources.policy import API, traced_subclass
+from tracedpolicy.sources.policy import API
+from tracedpolicy.sources.subclass import traced_subclass
 
 WINDOWS_NAMES = ("TracedWindowsSelectorEventLoopPolicy", "TracedWindowsProactorEventLoopPolicy")
 NAMES = ("TracedDefaultEventLoopPolicy", "TracedSelectorEventLoopPolicy", *WINDOWS_NAMES)

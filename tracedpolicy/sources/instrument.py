@@ -36,9 +36,8 @@ from tracedpolicy.records.loops import REGISTRY
 from tracedpolicy.sources import construction
 from tracedpolicy.sources.factory import hook_runner, unhook_runner
 from tracedpolicy.sources.install import unwatch_setter, watch_setter
-from tracedpolicy.sources.policy import (
-    API,
-    is_traced,
+from tracedpolicy.sources.policy import API, is_traced
+from tracedpolicy.sources.subclass import (
     switch_off_in_place_classes,
     trace_in_place,
     untrace_in_place,
