@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tracedpolicy.base.options import TRACEDPOLICY_MULTIPROC_DIR
-from tracedpolicy.exporters import fleet, fleetvalues
+from tracedpolicy.exporters import fleet, fleetdir, fleetvalues
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")
 
@@ -34,7 +34,7 @@ def write_member_file(directory: Path, name: str, created: int, open_loops: int 
 def owner(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.delenv(TRACEDPOLICY_MULTIPROC_DIR, raising=False)
-    monkeypatch.setattr(fleet, "FOLD_SECONDS", 3600.0)  # folds only when the test asks
+    monkeypatch.setattr(fleetdir, "FOLD_SECONDS", 3600.0)  # folds only when the test asks
     fleet.gather_here()
     found = fleet.owner()
     assert found is not None
@@ -87,7 +87,7 @@ def test_a_fold_is_idempotent_and_a_cut_short_fold_counts_nothing_twice(owner: A
 
 def test_a_recycled_pid_and_a_torn_write_neither_lose_nor_double_a_total(owner: Any) -> None:
     directory = Path(owner.path)
-    own = fleet._start_time(os.getpid())
+    own = fleetdir.start_time(os.getpid())
     # Our pid, but another start time: a process that had this pid before, and is gone.
     write_member_file(directory, f"proc-{os.getpid()}-{own}0-dddd.json", created=2)
     # A live process (this one, as start time says), killed while it rewrote its file: its

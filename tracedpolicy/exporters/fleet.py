@@ -17,11 +17,8 @@ files, and ``totals.json``, into which it folds the files of the processes that 
 at most one file per live process plus one, however many workers came and went. A fold writes
 the new totals with the names it folded to a temporary file, fsyncs it, renames it over the old
 totals, and only then removes the files it folded: a fold cut short anywhere is redone without
-counting a file twice (a name already in the totals is only removed).
-
-A process is told apart by its pid and its start time (Linux: ``/proc/<pid>/stat``), so a
-recycled pid is not taken for the process that had it; a random part tells a fork or an exec
-that keeps the pid apart.
+counting a file twice (a name already in the totals is only removed). The directory, the files'
+names and the fold are :mod:`tracedpolicy.exporters.fleetdir`'s.
 
 Why not prometheus_client's own files: its value class is chosen for all of prometheus_client
 as it is imported, and reads ``PROMETHEUS_MULTIPROC_DIR`` from ``os.environ`` as each value is
@@ -35,20 +32,16 @@ small JSON file per process is rewritten atomically at the rate loops change.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import os
-import secrets
-import shutil
-import tempfile
 import threading
 import time
-from typing import Any, NamedTuple
 
 from tracedpolicy.base import forksafe
 from tracedpolicy.base.options import TRACEDPOLICY_MULTIPROC_DIR
+from tracedpolicy.exporters.fleetdir import MAX_LOOPS, Owner, file_name
+from tracedpolicy.exporters.fleetdir import Gathered as Gathered
 from tracedpolicy.exporters.fleetvalues import (
-    FleetRecord,
     Values,
     add,
     current_values,
@@ -71,54 +64,10 @@ from tracedpolicy.records.events import (
 SYNC_SECONDS = 1.0
 #: A loop event rewrites the file in the caller if the last write is this old, else the thread.
 WRITE_GAP = 0.05
-#: How often the serving process folds the files of processes that have gone, between scrapes.
-FOLD_SECONDS = 5.0
-#: The open loops a process lists in its file at most (the count of the rest is kept).
-MAX_LOOPS = 50
-TOTALS = "totals.json"
-_PREFIX = "tracedpolicy-metrics-"
 
 _lock = forksafe.rlock()
-_owner: _Owner | None = None
+_owner: Owner | None = None
 _member: _Member | None = None
-
-
-# Identity and liveness ---------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot), ``?`` where there is no /proc, None if
-    there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
-        return fields[19].decode()
-    except FileNotFoundError:
-        return None if os.path.isdir("/proc/self") else _any_start(pid)
-    except (OSError, IndexError):
-        return _any_start(pid)
-
-
-def _any_start(pid: int) -> str | None:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return "?"
-
-
-def _file_name(pid: int) -> str:
-    return f"proc-{pid}-{_start_time(pid) or '?'}-{secrets.token_hex(4)}.json"
-
-
-def _alive(name: str) -> bool:
-    """Whether the process that writes ``name`` still runs (its pid and start time match)."""
-    parts = name.split("-")
-    if len(parts) != 4 or not parts[1].isdigit():
-        return False
-    return _start_time(int(parts[1])) == parts[2]
 
 
 # A process of the fleet: its own file -----------------------------------------------------
@@ -128,7 +77,7 @@ class _Member:
     """This process's file in the fleet's directory, rewritten as its loops change."""
 
     def __init__(self, directory: str, baseline: Values) -> None:
-        self.path = os.path.join(directory, _file_name(os.getpid()))
+        self.path = os.path.join(directory, file_name(os.getpid()))
         self.baseline = baseline
         self.written = ""
         self.written_at = self.written_in_caller_at = -WRITE_GAP
@@ -244,132 +193,7 @@ def _at_exit() -> None:
         member.finish()
 
 
-# The serving process: the directory, the fold, the merge -------------------------------------
-
-
-class Gathered(NamedTuple):
-    """Every process of the fleet, as one scrape shows it."""
-
-    values: Values
-    records: list[FleetRecord]
-    """The open loops the live processes list."""
-    unlisted: dict[int, int]
-    """By pid: the open loops beyond :data:`MAX_LOOPS`, which its file does not list."""
-    processes: int
-    """How many processes made loops (the ones folded, and the live ones)."""
-    ended_open: int = 0
-    """Loops still open when their process ended (neither closed nor counted leaked there)."""
-
-
-class _Owner:
-    """The process that made the directory: it folds, merges and removes it."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.path = tempfile.mkdtemp(prefix=f"{_PREFIX}{self.pid}-", dir=_base())
-        self.stop = threading.Event()
-
-    def files(self) -> list[str]:
-        with contextlib.suppress(FileNotFoundError):
-            return sorted(os.listdir(self.path))
-        return []
-
-    def fold(self) -> None:
-        """Fold the files of processes that have gone into the totals, then remove them."""
-        names = self.files()
-        gone = [n for n in names if n.startswith("proc-") and not _alive(n.split(".")[0])]
-        if not gone:
-            return
-        totals = self.totals()
-        folded = set(totals.get("folded", ()))
-        data = [n for n in gone if n.endswith(".json") and n not in folded]
-        values: Values = totals.get("values", {})
-        processes = int(totals.get("processes", 0))
-        ended_open = int(totals.get("ended_open", 0))
-        for name in data:
-            read = self.read(name)
-            if read is not None:
-                add(values, read.get("values", {}), monotonic_only=True)
-                processes += made_loops(read.get("values", {}))
-                ended_open += int(sum(read.get("values", {}).get("asyncio_loop_open", {}).values()))
-        if data:
-            kept = [n for n in folded if n in names]  # named but not removed yet: still guarded
-            self.write_totals(
-                {
-                    "values": values,
-                    "folded": kept + data,
-                    "processes": processes,
-                    "ended_open": ended_open,
-                }
-            )
-        for name in gone:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.path, name))
-
-    def totals(self) -> dict[str, Any]:
-        read = self.read(TOTALS)
-        return read if read is not None else {}
-
-    def read(self, name: str) -> dict[str, Any] | None:
-        try:
-            with open(os.path.join(self.path, name), encoding="utf-8") as file:
-                data: dict[str, Any] = json.load(file)
-            return data
-        except FileNotFoundError:
-            return None
-        except ValueError as failure:  # never written so (renamed whole): not ours, or a disk
-            record_internal_error("multiprocess", failure)
-            return None
-
-    def write_totals(self, totals: dict[str, Any]) -> None:
-        temporary = os.path.join(self.path, TOTALS + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(totals, file, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, os.path.join(self.path, TOTALS))
-        with contextlib.suppress(OSError):  # not every system opens a directory
-            descriptor = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-
-    def others(self) -> Gathered:
-        """Every other process's values (gone ones' totals too), open loops, and the loops
-        each live process has open beyond those listed."""
-        self.fold()
-        totals = self.totals()
-        folded = set(totals.get("folded", ()))
-        values: Values = totals.get("values", {})
-        records: list[FleetRecord] = []
-        unlisted: dict[int, int] = {}
-        processes = int(totals.get("processes", 0))
-        for name in self.files():
-            if not (name.startswith("proc-") and name.endswith(".json")) or name in folded:
-                continue
-            read = self.read(name)
-            if read is None:
-                continue
-            pid = int(read["pid"])
-            add(values, with_pid(read.get("values", {}), pid))
-            records.extend(FleetRecord.from_json(dict(r)) for r in read.get("loops", ()))
-            if read.get("more_loops"):
-                unlisted[pid] = int(read["more_loops"])
-            processes += made_loops(read.get("values", {}))
-        return Gathered(values, records, unlisted, processes, int(totals.get("ended_open", 0)))
-
-    def fold_forever(self) -> None:
-        while not self.stop.wait(FOLD_SECONDS):
-            try:
-                with _lock:
-                    self.fold()
-            except Exception as failure:
-                record_internal_error("multiprocess", failure)
-
-    def remove(self) -> None:
-        self.stop.set()
-        shutil.rmtree(self.path, ignore_errors=True)
+# The serving process: the directory, the fold, the merge (fleetdir.Owner) ------------------
 
 
 def gather_here() -> None:
@@ -381,14 +205,16 @@ def gather_here() -> None:
     with _lock:
         if owner() is not None:
             return
-        _owner = _Owner()
+        _owner = Owner()
         _member = None  # if it was a member of another fleet: that one is not its business now
         os.environ[TRACEDPOLICY_MULTIPROC_DIR] = _owner.path
         _hook()  # before any fork: multiprocessing's forked workers run the exit callbacks
-    threading.Thread(target=_owner.fold_forever, name="tracedpolicy-fold", daemon=True).start()
+    threading.Thread(
+        target=_owner.fold_forever, args=(_lock,), name="tracedpolicy-fold", daemon=True
+    ).start()
 
 
-def owner() -> _Owner | None:
+def owner() -> Owner | None:
     """The fleet this process serves, if it does."""
     found = _owner
     return found if found is not None and found.pid == os.getpid() else None
@@ -420,17 +246,6 @@ def every_process() -> Gathered | None:
     add(others.values, with_pid(own, os.getpid()))
     processes = others.processes + made_loops(own)
     return others._replace(records=own_records() + others.records, processes=processes)
-
-
-def _base() -> str:
-    """Where the directory goes: ``/dev/shm`` where there is one (memory: a rewrite costs tens
-    of microseconds there, milliseconds on a busy disk), else the temporary directory."""
-    if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK | os.X_OK):
-        return _SHM
-    return tempfile.gettempdir()
-
-
-_SHM = "/dev/shm"
 
 
 def _at_exit_of_owner() -> None:
