@@ -29,16 +29,8 @@ from typing import Any
 from tracedpolicy.base import forksafe
 from tracedpolicy.exporters import fleet, metrics
 from tracedpolicy.health import monitor as health
+from tracedpolicy.records import events
 from tracedpolicy.records.errors import record_internal_error
-from tracedpolicy.records.events import (
-    GET_EVENT_LOOP,
-    LOOP_CLOSED,
-    LOOP_LEAKED,
-    NEW_EVENT_LOOP,
-    SET_EVENT_LOOP,
-    PolicyEvent,
-    add_sink,
-)
 from tracedpolicy.records.record import LoopRecord
 
 #: How often each process copies its counts into its value files (a scrape sees them then).
@@ -111,13 +103,16 @@ class _Writer:
                 for labels, value in metrics.samples(metric):
                     self.copied[(metric, tuple(labels[n] for n in metric.labels))] = value
 
-    def observe(self, event: PolicyEvent) -> None:
+    def observe(self, event: events.PolicyEvent) -> None:
         """An event as it happens (a sink of the recorder): its counts are written at once, so
         only hits wait for the next copy; creations and lifetimes go into the histograms."""
         self.sync(_COUNTS_OF.get(event.kind, ()))
         if event.duration is None or event.loop_class is None:
             return
-        metric = {NEW_EVENT_LOOP: metrics.CREATION_DURATION, LOOP_CLOSED: metrics.LOOP_LIFETIME}
+        metric = {
+            events.NEW_EVENT_LOOP: metrics.CREATION_DURATION,
+            events.LOOP_CLOSED: metrics.LOOP_LIFETIME,
+        }
         chosen = metric.get(event.kind)
         if chosen is not None:
             family = self.families[chosen]
@@ -132,11 +127,11 @@ _LOOP_COUNTS = (
     metrics.LOOPS_OPEN,
 )
 _COUNTS_OF = {
-    NEW_EVENT_LOOP: _LOOP_COUNTS,
-    LOOP_CLOSED: _LOOP_COUNTS,
-    LOOP_LEAKED: _LOOP_COUNTS,
-    SET_EVENT_LOOP: (metrics.SET_CALLS,),
-    GET_EVENT_LOOP: (metrics.GET_CALLS,),
+    events.NEW_EVENT_LOOP: _LOOP_COUNTS,
+    events.LOOP_CLOSED: _LOOP_COUNTS,
+    events.LOOP_LEAKED: _LOOP_COUNTS,
+    events.SET_EVENT_LOOP: (metrics.SET_CALLS,),
+    events.GET_EVENT_LOOP: (metrics.GET_CALLS,),
 }
 
 
@@ -150,7 +145,7 @@ def start() -> None:
         if _writer is not None:
             return
         _writer = _Writer()
-        add_sink(_sink)
+        events.add_sink(_sink)
         health.add_delay_sink(_delay_sink)
         forksafe.at_exit(_at_exit)
 
@@ -231,7 +226,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _sink(event: PolicyEvent) -> None:
+def _sink(event: events.PolicyEvent) -> None:
     """An event, into this process's files; a failure to write them (the directory missing,
     or a file) is a ``multiprocess`` failure, whoever's call it happened in."""
     writer = _writer
