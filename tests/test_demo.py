@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from .processes import scrape
 
 
 @pytest.fixture
@@ -33,15 +33,15 @@ def demo() -> Iterator[subprocess.Popen[str]]:
         process.wait(timeout=30)
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Sum every sample of each metric, over all label sets."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals
+def demo_with_two_workers(stderr: int) -> subprocess.Popen[str]:
+    """``python -m tracedpolicy demo --workers 2`` on a free port, in a fleet of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tracedpolicy", "demo", "--port", "0", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+    )
 
 
 def test_demo_serves_live_metrics_on_loopback_and_stops_on_ctrl_c(
@@ -97,13 +97,7 @@ def test_demo_rejects_a_bad_argument_by_name(args: list[str], message: str) -> N
 
 
 def test_demo_with_workers_serves_every_process_in_one_scrape() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tracedpolicy", "demo", "--port", "0", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-    )
+    process = demo_with_two_workers(stderr=subprocess.PIPE)
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
@@ -159,13 +153,7 @@ def running(pids: set[int]) -> set[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_demo_workers_end_when_the_main_process_is_killed() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tracedpolicy", "demo", "--port", "0", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-    )
+    process = demo_with_two_workers(stderr=subprocess.DEVNULL)
     assert process.stdout is not None
     for _ in range(3):
         process.stdout.readline()  # the URL, the report command, the workers line

@@ -16,6 +16,8 @@ import pytest
 from tracedpolicy.base.options import TRACEDPOLICY_MULTIPROC_DIR
 from tracedpolicy.exporters import fleet, fleetdir, fleetvalues
 
+from .processes import outside_any_fleet, run_script
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")
 
 
@@ -138,17 +140,6 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_instrument_with_a_port_serves_the_processes_it_starts(tmp_path: Path, method: str) -> None:
-    (tmp_path / "instrumented.py").write_text(INSTRUMENTED)
-    env = {**os.environ}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.pop(TRACEDPOLICY_MULTIPROC_DIR, None)
-    done = subprocess.run(
-        [sys.executable, "instrumented.py", method],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
+    env = outside_any_fleet()
+    done = run_script(tmp_path, "instrumented.py", INSTRUMENTED, method, env=env, traced=False)
     assert done.stdout.split() == ["2", "False", "False"]  # the child's two; the directory gone

@@ -34,6 +34,7 @@ from tracedpolicy.exporters.telemetry import configure as configure_telemetry
 from tracedpolicy.health import monitor as health
 from tracedpolicy.health import probe
 
+from .asgi import asgi_app
 from .conftest import Telemetry
 from .test_servers import free_port, serve
 
@@ -394,23 +395,15 @@ def test_bad_durations_are_refused_in_one_line(option: str, value: Any) -> None:
         tracedpolicy.loop_factory(asyncio.SelectorEventLoop, **{option: value})
 
 
-BLOCKING_APP = """
-import time
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+BLOCKING_APP = asgi_app(
+    prelude="import time\n",
+    respond="""
     if scope["path"] == "/block":
         time.sleep(0.3)  # a synchronous call in a handler: the server's loop is held
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"hello"})
-"""
+    """,
+)
 
 
 BLOCKED = "asyncio_eventloop_blocked_total"

@@ -27,13 +27,15 @@ from typing import Any, ClassVar
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
+from .asgi import asgi_app
+from .processes import outside_any_fleet, run_script, scrape
 from .test_servers import free_port
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX servers")
 
-TRUTH_APP = """
+TRUTH_APP = asgi_app(
+    prelude="""
 import json, os, tracedpolicy
 from prometheus_client import Counter
 
@@ -51,19 +53,13 @@ def totals():
         "value_class": type(requests._value).__name__,
     }
 
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+""",
+    respond="""
     body = json.dumps(totals()).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
-"""
+    """,
+)
 
 
 class Served:
@@ -77,14 +73,7 @@ class Served:
 
     def scrape(self) -> dict[str, float]:
         """Each metric's samples summed over label sets."""
-        url = f"http://127.0.0.1:{self.metrics}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            text = reply.read().decode()
-        sums: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
-        return sums
+        return scrape(f"http://127.0.0.1:{self.metrics}/metrics")
 
     def supervisors_open_loops(self) -> int:
         """The open loops of the process that serves the metrics (the supervisor: gunicorn's
@@ -341,16 +330,8 @@ def test_process_pool_children_are_counted_and_never_leak_the_parents_loops(
 ) -> None:
     directory = tmp_path / "multiproc"
     directory.mkdir()
-    (tmp_path / "pools.py").write_text(textwrap.dedent(POOLS))
-    done = subprocess.run(
-        [sys.executable, "-m", "tracedpolicy", "run", "pools.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
-    )
-    assert done.returncode == 0, done.stderr
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    done = run_script(tmp_path, "pools.py", textwrap.dedent(POOLS), env=env, timeout=300)
     # The parent's loop, then (2 + 3 + 4) asyncio.run loops per start method; the forked
     # children inherit the parent's open loop and never count it, nor leak it.
     assert done.stdout.split() == [str(1 + 2 * 9), "0"]
@@ -403,23 +384,15 @@ def test_each_process_exports_its_spans_under_a_resource_of_its_own(tmp_path: Pa
     _Receiver.received = []
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    (tmp_path / "three.py").write_text(THREE_PROCESSES)
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
+        "OTEL_SERVICE_NAME": "three-processes",
+    }
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tracedpolicy", "run", "three.py"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={
-                **os.environ,
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
-                "OTEL_SERVICE_NAME": "three-processes",
-            },
-        )
+        run_script(tmp_path, "three.py", THREE_PROCESSES, env=env)
     finally:
         receiver.shutdown()
-    assert done.returncode == 0, done.stderr
     by_instance: dict[str, tuple[int, set[str]]] = {}
     for request in _Receiver.received:
         for resource_spans in request.resource_spans:
@@ -565,20 +538,9 @@ def test_500_workers_come_and_go_the_files_stay_few_and_the_totals_exact(tmp_pat
     and closes loops, one in five leaks one. After each batch, a scrape: at most a file per live
     process plus one, and totals equal to the sum of what every process did. The time a scrape
     takes at the end over at the start is printed (not asserted: a timing)."""
-    (tmp_path / "churn.py").write_text(CHURN)
-    env = {**os.environ, "TRACEDPOLICY_METRICS_PORT": "0", "TRACEDPOLICY_REPORT_AT_EXIT": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.pop("TRACEDPOLICY_MULTIPROC_DIR", None)
+    env = outside_any_fleet(TRACEDPOLICY_METRICS_PORT="0", TRACEDPOLICY_REPORT_AT_EXIT="1")
     began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "tracedpolicy", "run", "churn.py", "500", "10"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(tmp_path, "churn.py", CHURN, "500", "10", env=env, timeout=600)
     report = json.loads(done.stdout)
     assert report["over_live_plus_one"] == []
     assert report["wrong_totals"] == []
@@ -626,9 +588,7 @@ def test_loops_of_the_serving_process_list_a_workers_open_loop_with_its_site_and
 ) -> None:
     (tmp_path / "leaky.py").write_text(LEAKY)
     line = LEAKY.splitlines().index("    kept = asyncio.new_event_loop()  # LEAK HERE") + 1
-    env = {**os.environ, "TRACEDPOLICY_METRICS_PORT": "0"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.pop("TRACEDPOLICY_MULTIPROC_DIR", None)
+    env = outside_any_fleet(TRACEDPOLICY_METRICS_PORT="0")
     process = subprocess.Popen(
         [sys.executable, "-m", "tracedpolicy", "run", "leaky.py"],
         cwd=tmp_path,
