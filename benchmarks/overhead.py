@@ -130,8 +130,8 @@ def measure(make_traced: Callable[[], Any], quick: bool) -> list[tuple[str, floa
 def hit_breakdown(quick: bool) -> list[tuple[str, float]]:
     """A hit's cost, one piece at a time: each step adds one thing the real fast path does.
 
-    The steps are closures shaped like ``tracedpolicy.policy._fast_get`` with pieces left out,
-    called through the same wrapper instance, so the differences are what each piece costs.
+    The steps are closures shaped like ``tracedpolicy.sources.policy._fast_get`` with pieces left
+    out, called through the same wrapper instance, so the differences are what each piece costs.
     The last row is the real traced policy, measured in the same run.
     """
     policy_class: Any = RUNNING.default_policy

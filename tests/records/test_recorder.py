@@ -18,8 +18,8 @@ from tracedpolicy.records.errors import internal_errors
 from tracedpolicy.records.recorder import Recorder, recorder_for, recorders
 from tracedpolicy.records.stats import Counter
 
-from .collecting import InACycle, finishes_with_a_collection_at
-from .outcomes import in_thread
+from ..collecting import InACycle, finishes_with_a_collection_at
+from ..outcomes import in_thread
 
 DefaultPolicy: Any = RUNNING.default_policy
 

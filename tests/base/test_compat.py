@@ -19,8 +19,8 @@ from tracedpolicy.sources.hierarchy import build_hierarchy
 from tracedpolicy.sources.policy import TracedEventLoopPolicy
 from tracedpolicy.sources.subclass import traced_subclass
 
-from . import simulated
-from .outcomes import observe
+from .. import simulated
+from ..outcomes import observe
 
 #: What the reference facts say of each version: (implicit creation, its warning, watchers).
 FACTS = {

@@ -16,7 +16,7 @@ from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.records.events import LOOP_FACTORY
 from tracedpolicy.records.recorder import recorder_for
 
-from .outcomes import observe
+from ..outcomes import observe
 
 DEFAULT_LABEL = (
     f"{RUNNING.default_loop_factory.__module__}.{RUNNING.default_loop_factory.__qualname__}"  # type: ignore[union-attr]

@@ -20,9 +20,9 @@ from tracedpolicy.exporters.report import totals
 from tracedpolicy.records import events
 from tracedpolicy.records.events import Operation, PolicyEvent, thread_state
 
-from .collecting import line_of
-from .counts import loop_counts
-from .outcomes import in_thread
+from ..collecting import line_of
+from ..counts import loop_counts
+from ..outcomes import in_thread
 
 DefaultPolicy: Any = RUNNING.default_policy
 

@@ -18,9 +18,9 @@ from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.records.sites import class_name
 from tracedpolicy.sources.policy import HIT_SAMPLER
 
-from .conftest import Telemetry, restore_exporters
-from .outcomes import in_thread
-from .test_factory import run_with
+from ..conftest import Telemetry, restore_exporters
+from ..outcomes import in_thread
+from ..sources.test_factory import run_with
 
 DefaultPolicy: Any = RUNNING.default_policy
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .processes import scrape
+from ..processes import scrape
 
 
 @pytest.fixture

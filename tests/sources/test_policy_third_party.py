@@ -15,7 +15,7 @@ from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.sources.policy import _uses_stock_get, label_of
 
-from .outcomes import in_thread, observe
+from ..outcomes import in_thread, observe
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

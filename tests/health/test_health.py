@@ -34,9 +34,9 @@ from tracedpolicy.exporters.telemetry import configure as configure_telemetry
 from tracedpolicy.health import monitor as health
 from tracedpolicy.health import probe
 
-from .asgi import asgi_app
-from .conftest import Telemetry
-from .test_servers import free_port, serve
+from ..asgi import asgi_app
+from ..conftest import Telemetry
+from ..test_servers import free_port, serve
 
 BLOCK = 0.3
 THRESHOLD = 0.1

@@ -22,8 +22,8 @@ from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.exporters import prometheus
 from tracedpolicy.records.sites import class_name
 
-from .conftest import Telemetry
-from .outcomes import in_thread
+from ..conftest import Telemetry
+from ..outcomes import in_thread
 
 DefaultPolicy: Any = RUNNING.default_policy
 

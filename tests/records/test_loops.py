@@ -20,8 +20,8 @@ from tracedpolicy.records import closehooks
 from tracedpolicy.records.loops import REGISTRY
 from tracedpolicy.records.sites import class_name
 
-from .collecting import InACycle, finishes_with_a_collection_at
-from .counts import leak_counts, loop_counts, recorder_named
+from ..collecting import InACycle, finishes_with_a_collection_at
+from ..counts import leak_counts, loop_counts, recorder_named
 
 DefaultPolicy: Any = RUNNING.default_policy
 

@@ -19,7 +19,7 @@ from tracedpolicy import TracedEventLoopPolicy, traced
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.records.recorder import recorder_for
 
-from .outcomes import Outcome, in_thread, observe
+from ..outcomes import Outcome, in_thread, observe
 
 DefaultPolicy: type = RUNNING.default_policy  # type: ignore[assignment]
 

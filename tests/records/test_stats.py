@@ -15,8 +15,8 @@ from tracedpolicy.records.stats import (
     HistogramSnapshot,
 )
 
-from .collecting import InACycle, finishes_with_a_collection_at
-from .counts import recorder_named
+from ..collecting import InACycle, finishes_with_a_collection_at
+from ..counts import recorder_named
 
 DefaultPolicy: Any = RUNNING.default_policy
 

@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 import pytest
 from prometheus_client import generate_latest
 
-from .asgi import asgi_app
-from .processes import outside_any_fleet, run_script, scrape
-from .test_servers import free_port
+from ..asgi import asgi_app
+from ..processes import outside_any_fleet, run_script, scrape
+from ..test_servers import free_port
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX servers")
 

@@ -23,9 +23,9 @@ from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.records import errors
 
-from .collecting import InACycle, finishes_with_a_collection_at
-from .conftest import Telemetry, restore_exporters
-from .outcomes import in_thread, observe
+from ..collecting import InACycle, finishes_with_a_collection_at
+from ..conftest import Telemetry, restore_exporters
+from ..outcomes import in_thread, observe
 
 DefaultPolicy: Any = RUNNING.default_policy
 

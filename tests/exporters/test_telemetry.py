@@ -13,7 +13,7 @@ from tracedpolicy.base.options import Options
 from tracedpolicy.exporters import telemetry
 from tracedpolicy.records import events
 
-from .conftest import Telemetry, restore_exporters
+from ..conftest import Telemetry, restore_exporters
 
 DefaultPolicy: Any = RUNNING.default_policy
 

@@ -16,7 +16,7 @@ import pytest
 from tracedpolicy.base.options import TRACEDPOLICY_MULTIPROC_DIR
 from tracedpolicy.exporters import fleet, fleetdir, fleetvalues
 
-from .processes import outside_any_fleet, run_script
+from ..processes import outside_any_fleet, run_script
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")
 
