@@ -17,6 +17,7 @@ from tracedpolicy.records.events import LOOP_FACTORY
 from tracedpolicy.records.recorder import recorder_for
 
 from ..outcomes import observe
+from ..simulated import HIDE_POLICIES
 
 DEFAULT_LABEL = (
     f"{RUNNING.default_loop_factory.__module__}.{RUNNING.default_loop_factory.__qualname__}"  # type: ignore[union-attr]
@@ -112,22 +113,9 @@ def test_uvloop_run_takes_a_traced_factory() -> None:
 
 
 #: Hides the policy system the way CPython main (3.16) has removed it, then uses tracedpolicy.
-WITHOUT_POLICIES = """
-import asyncio, asyncio.events, sys
-platform_events = asyncio.windows_events if sys.platform == "win32" else asyncio.unix_events
-for module, names in [
-    (asyncio, ["AbstractEventLoopPolicy", "DefaultEventLoopPolicy",
-               "get_event_loop_policy", "set_event_loop_policy"]),
-    (asyncio.events, ["AbstractEventLoopPolicy", "BaseDefaultEventLoopPolicy",
-                      "get_event_loop_policy", "set_event_loop_policy",
-                      "_AbstractEventLoopPolicy", "_BaseDefaultEventLoopPolicy",
-                      "_get_event_loop_policy", "_set_event_loop_policy"]),
-    (platform_events, ["DefaultEventLoopPolicy", "_DefaultEventLoopPolicy",
-                       "_UnixDefaultEventLoopPolicy"]),
-]:
-    for name in names:
-        module.__dict__.pop(name, None)
-
+WITHOUT_POLICIES = (
+    HIDE_POLICIES
+    + """
 import tracedpolicy
 
 async def main():
@@ -155,6 +143,7 @@ try:
 except AttributeError as error:
     print("AttributeError:", error)
 """
+)
 
 
 def test_without_a_policy_system_the_package_imports_and_factories_work() -> None:

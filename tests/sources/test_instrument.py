@@ -25,6 +25,7 @@ from tracedpolicy.records.sites import class_name
 
 from ..conftest import Telemetry
 from ..outcomes import in_thread
+from ..simulated import HIDE_POLICIES
 
 DefaultPolicy: Any = RUNNING.default_policy
 BaseEventLoop: Any = asyncio.base_events.BaseEventLoop
@@ -306,22 +307,9 @@ def test_a_factory_that_makes_two_loops_and_returns_one_records_both(
 
 # -- 3. no policy system (3.16) ----------------------------------------------------------------
 
-WITHOUT_POLICIES = """
-import asyncio, asyncio.events, sys
-platform_events = asyncio.windows_events if sys.platform == "win32" else asyncio.unix_events
-for module, names in [
-    (asyncio, ["AbstractEventLoopPolicy", "DefaultEventLoopPolicy",
-               "get_event_loop_policy", "set_event_loop_policy"]),
-    (asyncio.events, ["AbstractEventLoopPolicy", "BaseDefaultEventLoopPolicy",
-                      "get_event_loop_policy", "set_event_loop_policy",
-                      "_AbstractEventLoopPolicy", "_BaseDefaultEventLoopPolicy",
-                      "_get_event_loop_policy", "_set_event_loop_policy"]),
-    (platform_events, ["DefaultEventLoopPolicy", "_DefaultEventLoopPolicy",
-                       "_UnixDefaultEventLoopPolicy"]),
-]:
-    for name in names:
-        module.__dict__.pop(name, None)
-
+WITHOUT_POLICIES = (
+    HIDE_POLICIES
+    + """
 import tracedpolicy
 tracedpolicy.instrument()
 
@@ -342,6 +330,7 @@ for label, counts in sorted(tracedpolicy.snapshot().items()):
     print(label, counts["loops.created"], counts["loops.closed"])
 tracedpolicy.uninstrument()
 """
+)
 
 
 def test_without_a_policy_system_the_mode_still_sees_every_loop() -> None:
