@@ -27,6 +27,7 @@ from tracedpolicy import _launcher
 _launcher.forget_the_working_directory()  # first: before any import a working dir could shadow
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # at run time each name is loaded when first asked for: see __getattr__
@@ -163,3 +164,18 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC) | set(_classes()))
+
+
+def _start_a_waiting_bootstrap() -> None:
+    """Under ``run``, the mode starts once asyncio is imported. Were that first import one of
+    our own modules' (``tracedpolicy.records.record`` imports asyncio at its top, and pytest
+    loads our plugin before anything imports asyncio), the mode would start inside a half-run
+    module of ours; importing asyncio here, where only this package has run, starts it before
+    them."""
+    if "asyncio" not in sys.modules and any(
+        type(finder).__name__ == "_WhenAsyncioIsImported" for finder in sys.meta_path
+    ):
+        import asyncio  # noqa: F401  (the bootstrap's finder starts the mode as it runs)
+
+
+_start_a_waiting_bootstrap()

@@ -160,6 +160,30 @@ print(made())
 """
 
 
+OURS_FIRST = f"""
+{COUNTS}
+import tracedpolicy.records.loops  # imports asyncio as it loads: the first import is ours
+import asyncio
+asyncio.run(asyncio.sleep(0))
+print(made())
+"""
+
+
+@pytest.mark.parametrize(
+    "first", ["tracedpolicy.records.loops", "tracedpolicy.entry.pytest_plugin"]
+)
+def test_the_mode_starts_whole_when_a_module_of_ours_imports_asyncio_first(
+    first: str, tmp_path: Path
+) -> None:
+    """As when pytest loads our plugin before anything imports asyncio: the mode must not
+    start inside our half-run module (a circular import, and the program untraced)."""
+    script = tmp_path / "ours_first.py"
+    script.write_text(OURS_FIRST.replace("tracedpolicy.records.loops", first, 1))
+    done = run_traced(script)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout.strip() == "(True, 1)"
+
+
 @pytest.mark.parametrize(
     "sitecustomize, expected",
     [

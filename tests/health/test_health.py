@@ -399,7 +399,7 @@ BLOCKING_APP = asgi_app(
     prelude="import time\n",
     respond="""
     if scope["path"] == "/block":
-        time.sleep(0.3)  # a synchronous call in a handler: the server's loop is held
+        time.sleep(1.5)  # a synchronous call in a handler: the server's loop is held
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"hello"})
     """,
@@ -430,7 +430,8 @@ def test_a_real_server_under_run_shows_its_blocking_handler(loop: str, tmp_path:
     port = free_port()
     command = [sys.executable, "-m", "tracedpolicy", "run", "-m", "uvicorn", "app:app"]
     command += ["--port", str(port), "--loop", loop]
-    environment = {"TRACEDPOLICY_HEALTH": "1"}
+    # A threshold the server's own start-up (imports, on a busy machine) stays under.
+    environment = {"TRACEDPOLICY_HEALTH": "1", "TRACEDPOLICY_BLOCKING_THRESHOLD": "0.75"}
     with serve(command, tmp_path, port, environment) as served:
         served.wait_until_serving()
         assert served.get("/block") == "hello"
@@ -446,8 +447,8 @@ def test_a_real_server_under_run_shows_its_blocking_handler(loop: str, tmp_path:
         output = served.interrupt()
     assert (blocked, held) == (1, 0), output
     probes = total(samples, "asyncio_eventloop_delay_seconds_count")[0]
-    on_time = total(samples, "asyncio_eventloop_delay_seconds_bucket", le="0.25")[0]
-    assert probes - on_time == 1  # one probe ran more than 0.25 s late: the block
+    on_time = total(samples, "asyncio_eventloop_delay_seconds_bucket", le="1.0")[0]
+    assert probes - on_time == 1  # one probe ran more than 1 s late: the block
     (line,) = [line for line in output.splitlines() if "held for over" in line]
     sleeping = 1 + next(n for n, text in enumerate(BLOCKING_APP.splitlines()) if "sleep" in text)
     assert f"app.py:{sleeping} in app" in line, line

@@ -15,10 +15,6 @@ from the ``pytest_asyncio_loop_factories`` hook are wrapped with :func:`tracedpo
 
 from __future__ import annotations
 
-# First of all: under ``run``, the whole-process mode starts as asyncio is first imported, and
-# pytest loads this plugin before any test imports asyncio. Imported here, before any module of
-# tracedpolicy's, no module the mode needs is half-imported as it starts.
-import asyncio  # noqa: F401
 import gc
 import os
 import sys

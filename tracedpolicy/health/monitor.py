@@ -183,7 +183,8 @@ def _stopped(health: LoopHealth) -> None:
     if health.held_since is not None:
         health.caught_up = now
     with probe._lock:
-        idle = not any(other.running for other in probe._running.values())
+        # A copy: the watchdog drops stopped loops from _running without the lock.
+        idle = not any(other.running for other in list(probe._running.values()))
         thread = watchdog._watchdog.detach() if idle else None
     if thread is not None:  # the last watched loop that ran: the process's threads as bare
         watchdog._watchdog.join(thread)
