@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tracedpolicy
-from tracedpolicy import health
+from tracedpolicy.health import monitor as health
 
 LoopMaker = Callable[[], asyncio.AbstractEventLoop]
 

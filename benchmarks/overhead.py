@@ -40,8 +40,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.loops import capture_site
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.sites import capture_site
 
 
 class DiscardSpans(SpanExporter):
@@ -130,8 +130,8 @@ def measure(make_traced: Callable[[], Any], quick: bool) -> list[tuple[str, floa
 def hit_breakdown(quick: bool) -> list[tuple[str, float]]:
     """A hit's cost, one piece at a time: each step adds one thing the real fast path does.
 
-    The steps are closures shaped like ``tracedpolicy.policy._fast_get`` with pieces left out,
-    called through the same wrapper instance, so the differences are what each piece costs.
+    The steps are closures shaped like ``tracedpolicy.sources.policy._fast_get`` with pieces left
+    out, called through the same wrapper instance, so the differences are what each piece costs.
     The last row is the real traced policy, measured in the same run.
     """
     policy_class: Any = RUNNING.default_policy

@@ -86,7 +86,7 @@ def suite_case(python: str, test: str) -> Case:
 
 def _bootstrap_environment(python: str) -> dict[str, str]:
     """What ``run`` gives the program's process: the bootstrap first on PYTHONPATH, the role."""
-    code = "import json, os, tracedpolicy.bootstrap as b; print(json.dumps(b.environment({})))"
+    code = "import json, tracedpolicy.entry.bootstrap as b; print(json.dumps(b.environment({})))"
     import json
 
     found = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)

@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import tracedpolicy
-from tracedpolicy import telemetry as tracedpolicy_telemetry
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.options import Options
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.base.options import Options
+from tracedpolicy.exporters import telemetry as tracedpolicy_telemetry
 
 
 @pytest.fixture(autouse=True)

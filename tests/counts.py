@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracedpolicy.recorder import Recorder, recorders
+from tracedpolicy.records.recorder import Recorder, recorders
 
 
 def recorder_named(creator: str) -> Recorder:

@@ -36,8 +36,8 @@ import atexit, gc, json, os, sys
 def _note():
     gc.collect()
     seen = {"argv": sys.argv}
-    if "tracedpolicy.loops" in sys.modules:  # the mode is on (it loads the report lazily)
-        import tracedpolicy.report
+    if "tracedpolicy.records.loops" in sys.modules:  # the mode is on (it loads the report lazily)
+        import tracedpolicy.exporters.report
         seen["tally"] = list(tracedpolicy.report.totals())
     with open(os.environ["DIFFERENTIAL_SEEN"], "a") as out:
         out.write(json.dumps(seen) + "\\n")

@@ -121,3 +121,23 @@ def asyncio_316() -> types.ModuleType:
     package.unix_events = unix_events  # type: ignore[attr-defined]
     package.EventLoop = asyncio.SelectorEventLoop  # type: ignore[attr-defined]
     return package
+
+
+#: Run first in a fresh interpreter, hides the policy system the way CPython main (3.16) has
+#: removed it (a script then imports tracedpolicy and carries on).
+HIDE_POLICIES = """
+import asyncio, asyncio.events, sys
+platform_events = asyncio.windows_events if sys.platform == "win32" else asyncio.unix_events
+for module, names in [
+    (asyncio, ["AbstractEventLoopPolicy", "DefaultEventLoopPolicy",
+               "get_event_loop_policy", "set_event_loop_policy"]),
+    (asyncio.events, ["AbstractEventLoopPolicy", "BaseDefaultEventLoopPolicy",
+                      "get_event_loop_policy", "set_event_loop_policy",
+                      "_AbstractEventLoopPolicy", "_BaseDefaultEventLoopPolicy",
+                      "_get_event_loop_policy", "_set_event_loop_policy"]),
+    (platform_events, ["DefaultEventLoopPolicy", "_DefaultEventLoopPolicy",
+                       "_UnixDefaultEventLoopPolicy"]),
+]:
+    for name in names:
+        module.__dict__.pop(name, None)
+"""

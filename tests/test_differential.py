@@ -20,10 +20,11 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
 import tracedpolicy
-from tracedpolicy import TracedEventLoopPolicy, health, traced
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.options import Options
-from tracedpolicy.telemetry import configure as configure_telemetry
+from tracedpolicy import TracedEventLoopPolicy, traced
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.base.options import Options
+from tracedpolicy.exporters.telemetry import configure as configure_telemetry
+from tracedpolicy.health import monitor as health
 
 from .conftest import Telemetry
 from .outcomes import Outcome, observe
@@ -149,6 +150,14 @@ class Run:
 
     def perform(self, steps: list[tuple[int, str, int]]) -> list[Outcome]:
         RUNNING.set_policy(self.policy)  # type: ignore[misc]
+        try:
+            return self.on_their_threads(steps)
+        finally:
+            for loop in self.loops:
+                loop.close()
+
+    def on_their_threads(self, steps: list[tuple[int, str, int]]) -> list[Outcome]:
+        """Each step's outcome, the step run in its thread (0: this one; else a worker's)."""
         workers = [Worker("worker-1"), Worker("worker-2")]
         outcomes = []
         try:
@@ -159,8 +168,6 @@ class Run:
         finally:
             for worker in workers:
                 worker.stop()
-            for loop in self.loops:
-                loop.close()
         return outcomes
 
 
@@ -287,21 +294,13 @@ class ProcessRun(Run):
         RUNNING.set_policy(DefaultPolicy())  # type: ignore[misc]
         if self.instrumented:
             tracedpolicy.instrument()
-        workers = [Worker("worker-1"), Worker("worker-2")]
-        outcomes = []
         try:
-            for thread, op, arg in steps:
-                call = self.call(op, arg)
-                observed = functools.partial(observe, call, self.name)
-                outcomes.append(observed() if thread == 0 else workers[thread - 1].run(observed))
+            return self.on_their_threads(steps)
         finally:
-            for worker in workers:
-                worker.stop()
             if self.instrumented:
                 tracedpolicy.uninstrument()
             for loop in self.loops:
                 loop.close()
-        return outcomes
 
 
 @settings(max_examples=300, deadline=None)

@@ -36,7 +36,7 @@ FORKS = int(sys.argv[2])
 THREADS, CYCLES = 8, int(sys.argv[3])
 if TRACED:
     import tracedpolicy
-    from tracedpolicy.recorder import recorders
+    from tracedpolicy.records.recorder import recorders
     tracedpolicy.instrument(health=True)
 try:
     import uvloop

@@ -19,9 +19,9 @@ EXPORTERS = (
     "prometheus_client",
     "http.server",
     "wsgiref",
-    "tracedpolicy.prometheus",
-    "tracedpolicy.multiprocess",
-    "tracedpolicy.report",
+    "tracedpolicy.exporters.prometheus",
+    "tracedpolicy.exporters.multiprocess",
+    "tracedpolicy.exporters.report",
     "opentelemetry",
     "opentelemetry.sdk",
 )
@@ -96,7 +96,7 @@ def test_a_port_loads_the_server_and_prints_nothing_of_the_rest() -> None:
     code = LOADED + (
         "import tracedpolicy\n"
         "tracedpolicy.install(metrics_port=0)\n"
-        "print('prometheus_client' in loaded(), 'tracedpolicy.report' in loaded())\n"
+        "print('prometheus_client' in loaded(), 'tracedpolicy.exporters.report' in loaded())\n"
         "tracedpolicy.uninstall()\n"
     )
     assert python(code) == ["True False"]

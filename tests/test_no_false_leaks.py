@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 import tracedpolicy
-from tracedpolicy._compat import RUNNING
-from tracedpolicy.report import totals
+from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.exporters.report import totals
 
 Loop = asyncio.AbstractEventLoop
 Maker = Callable[[], Loop]

@@ -37,7 +37,7 @@ def test_all_names_what_the_package_exports() -> None:
 
 
 def test_the_instrumentor_is_registered_for_opentelemetry_instrument() -> None:
-    from tracedpolicy.instrumentor import TracedPolicyInstrumentor
+    from tracedpolicy.entry.instrumentor import TracedPolicyInstrumentor
 
     loaded = entry_points("opentelemetry_instrumentor")["tracedpolicy"].load()
     assert loaded is TracedPolicyInstrumentor
@@ -59,5 +59,5 @@ def test_the_wheel_builds_without_warnings_with_an_spdx_license_and_the_bootstra
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith("/METADATA"))).decode()
-    assert "tracedpolicy/_bootstrap/sitecustomize.py" in names
+    assert "tracedpolicy/entry/_bootstrap/sitecustomize.py" in names
     assert "License-Expression: MIT" in metadata.splitlines()

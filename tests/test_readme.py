@@ -23,12 +23,12 @@ from typing import Any, Callable
 import pytest
 
 import tracedpolicy
-from tracedpolicy import options as options_module
-from tracedpolicy.options import Options
+from tracedpolicy.base import options as options_module
+from tracedpolicy.base.options import Options
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
-DEMO = ROOT / "tracedpolicy" / "demo.py"
+DEMO = ROOT / "tracedpolicy" / "entry" / "demo.py"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the excerpts are Unix output")
 

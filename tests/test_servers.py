@@ -25,22 +25,17 @@ from typing import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from .asgi import asgi_app
+
 BIN = Path(sys.executable).parent
 NEW_RUNNER = sys.version_info >= (3, 11)  # uvicorn and uvloop.run use asyncio.Runner from 3.11
 
-ASGI_APP = """
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+ASGI_APP = asgi_app(
+    """
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"hello"})
-"""
+    """
+)
 
 AIOHTTP_APP = """
 import sys

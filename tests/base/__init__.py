@@ -1,0 +1,1 @@
+"""Tests of tracedpolicy.base: version facts, options, fork safety."""

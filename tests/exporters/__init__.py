@@ -1,0 +1,2 @@
+"""Tests of tracedpolicy.exporters: OpenTelemetry, Prometheus, multi-process, the fleet,
+the report, telemetry."""

@@ -1,0 +1,2 @@
+"""Tests of tracedpolicy.records: counters, the loop registry, the recorder, making a loop
+once, internal errors."""
