@@ -117,6 +117,15 @@ def child():
         os._exit(code)
 
 
+# Each path once before the threads start, and what a child reads: the modules they load are
+# loaded before any fork (a child forked while another thread imports a module finds that
+# module's import lock held for good, traced or bare; this measures everything else).
+for path in PATHS:
+    path()
+cycles.append(1)
+if TRACED:
+    tracedpolicy.snapshot()
+    tracedpolicy.leak_report()
 start = threading.Barrier(THREADS + 1)
 threads = [threading.Thread(target=churn, args=(start,)) for _ in range(THREADS)]
 for thread in threads:
