@@ -126,7 +126,7 @@ def test_a_blocked_loop_shows_its_delay_and_one_blocking_callback(
     (span,) = spans
     assert span.end_time is not None and span.start_time is not None
     held = (span.end_time - span.start_time) / 1e9
-    assert BLOCK - 0.02 <= held <= BLOCK + SLACK
+    assert held >= BLOCK - 0.02  # the hold, at least (it ends at the watchdog's next look)
     (event,) = span.events
     assert event.name == "blocked"
     assert "in blocking_then_idle" in str((event.attributes or {})["code.stacktrace"])
