@@ -186,3 +186,36 @@ def test_a_serving_process_alone_lists_its_loops_without_pids() -> None:
     lines = done.stdout.splitlines()
     assert lines[0] == "tracedpolicy: 1 open event loop from 1 creation site", done.stdout
     assert not any(line.startswith("    in process") for line in lines), done.stdout
+
+
+MEMBER_THREADS = """
+import asyncio, os, sys, threading
+import tracedpolicy
+before = threading.enumerate()
+tracedpolicy.instrument()  # a process of the fleet in TRACEDPOLICY_MULTIPROC_DIR
+print("no thread before a loop:", threading.enumerate() == before)
+asyncio.run(asyncio.sleep(0))
+directory = os.environ["TRACEDPOLICY_MULTIPROC_DIR"]
+print("files:", len([n for n in os.listdir(directory) if n.endswith(".json")]))
+tracedpolicy.uninstrument()
+print("threads as before:", threading.enumerate() == before)
+"""
+
+
+def test_a_process_of_the_fleet_starts_its_thread_with_its_first_loop_and_ends_it_after(
+    tmp_path: Path,
+) -> None:
+    """As loop health's: a worker that never makes a loop runs no thread of ours (and may fork
+    without CPython's multi-threaded warning); uninstrument() leaves the threads as before."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env[TRACEDPOLICY_MULTIPROC_DIR] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", MEMBER_THREADS], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "no thread before a loop: True",
+        "files: 1",
+        "threads as before: True",
+    ], done.stderr

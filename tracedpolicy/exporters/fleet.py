@@ -83,6 +83,8 @@ class _Member:
         self.written_at = self.written_in_caller_at = -WRITE_GAP
         self.wake = threading.Event()
         self.stopped = False
+        #: The thread that writes hits: started by the first loop event, ended by pause().
+        self.thread: threading.Thread | None = None
 
     def write(self) -> None:
         self.written_at = time.monotonic()
@@ -113,7 +115,7 @@ class _Member:
             wait = self.written_at + WRITE_GAP - time.monotonic()
             if wait > 0:  # at most a write per gap: loops made back to back batch their events
                 time.sleep(wait)
-            if self.stopped or _member is not self:
+            if self.stopped or _member is not self or self.thread is not threading.current_thread():
                 return
             self.write_safely()
 
@@ -125,8 +127,24 @@ class _Member:
             record_internal_error("multiprocess", failure)
 
     def start(self) -> None:
-        thread = threading.Thread(target=self.run, name="tracedpolicy-fleet", daemon=True)
-        thread.start()
+        """The writing thread, if it is not running: a process that makes no loop has none."""
+        with _lock:
+            if self.thread is not None or self.stopped:
+                return
+            self.thread = threading.Thread(target=self.run, name="tracedpolicy-fleet", daemon=True)
+            self.thread.start()
+
+    def pause(self) -> None:
+        """A last write, and the thread ends (``uninstrument()``: the threads as before); the
+        next loop event starts it again."""
+        with _lock:
+            thread, self.thread = self.thread, None
+        if thread is None:
+            return
+        self.wake.set()
+        if thread is not threading.current_thread():
+            thread.join(5)
+        self.write_safely()
 
     def finish(self) -> None:
         if not self.stopped:
@@ -151,8 +169,6 @@ def join() -> None:
             return
         _member = _Member(path, {})
         _hook()
-    _member.start()
-    _member.wake.set()
 
 
 _hooked = False
@@ -179,6 +195,8 @@ def _sink(event: PolicyEvent) -> None:
     member = _member
     if member is None or member.stopped:
         return
+    if member.thread is None:
+        member.start()
     now = time.monotonic()
     if event.kind in _LOOP_EVENTS and now - member.written_in_caller_at >= WRITE_GAP:
         member.written_in_caller_at = now  # the thread's writes do not count: a set wakes it
@@ -271,7 +289,13 @@ def _after_fork_in_child() -> None:
         record_internal_error("multiprocess", failure)
         return
     _hook()
-    _member.start()
+
+
+def pause() -> None:
+    """End this process's writing thread after a last write, if it has one."""
+    member = _member
+    if member is not None:
+        member.pause()
 
 
 if hasattr(os, "register_at_fork"):

@@ -164,10 +164,14 @@ def _join_fleet() -> None:
 
 
 def stop_copying() -> None:
-    """End the thread that copies counts into the multi-process files, if one was loaded."""
+    """End the threads that copy counts into the multi-process files or the fleet's, if those
+    were loaded (each starts again with the next count to copy)."""
     multiprocess = sys.modules.get("tracedpolicy.exporters.multiprocess")
     if multiprocess is not None:
         multiprocess.stop_thread()
+    fleet = sys.modules.get("tracedpolicy.exporters.fleet")
+    if fleet is not None:
+        fleet.pause()
 
 
 def _multiprocess_wanted() -> bool:
