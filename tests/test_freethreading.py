@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
@@ -168,15 +169,29 @@ print(json.dumps({
 """
 
 
+#: A free-threaded build: its interpreter may crash in this churn, bare as traced (below).
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+CRASH_ATTEMPTS = 3
+
+
 def run(mode: str, forks: int, cycles: int) -> dict:  # type: ignore[type-arg]
     import json
 
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCENARIO), mode, str(forks), str(cycles)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    for _ in range(CRASH_ATTEMPTS):
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(SCENARIO), mode, str(forks), str(cycles)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        # 3.13.0rc2t, the only free-threaded CPython these machines build, dies by SIGSEGV in
+        # this churn now and then, bare too (seen in CI): the interpreter's, not what this
+        # measures, so the scenario runs again; three crashes in a row and it cannot be measured.
+        if done.returncode >= 0 or not FREE_THREADED:
+            break
+    if done.returncode < 0 and FREE_THREADED:
+        pytest.skip(f"the interpreter crashed {CRASH_ATTEMPTS} times running {mode} (signal "
+                    f"{-done.returncode}): a CPython fault, not measurable here")  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
