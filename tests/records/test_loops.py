@@ -395,6 +395,83 @@ def test_a_leak_the_parent_had_not_counted_yet_is_not_the_childs() -> None:
     assert done.stderr.count("event loop leaked (gc_unclosed)") == 1  # logged by the parent
 
 
+DROPPED_AS_THE_CHILD_STARTS = """
+import asyncio, os, signal, sys, threading, time
+import tracedpolicy
+from tracedpolicy.records.loops import REGISTRY
+
+
+class PlainLoop(asyncio.AbstractEventLoop):
+    \"\"\"A loop in no reference cycle: freed as soon as its thread-local reference goes.\"\"\"
+
+    def __init__(self):
+        self.closed = False
+
+    def is_closed(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+
+class PlainPolicy(asyncio.DefaultEventLoopPolicy):
+    _loop_factory = PlainLoop
+
+
+policy = tracedpolicy.TracedEventLoopPolicy(PlainPolicy(), label="child-start")
+ready, holding, done = threading.Event(), threading.Event(), threading.Event()
+
+
+def sets_a_loop():  # the loop lives only in this thread's policy state, and its end watched
+    policy.set_event_loop(policy.new_event_loop())
+    ready.set()
+    threading.Event().wait()
+
+
+def holds_the_registry():  # what another thread may be doing as the main thread forks
+    with REGISTRY._lock:
+        holding.set()
+        done.wait()
+
+
+threading.Thread(target=sets_a_loop, daemon=True).start()
+holder = threading.Thread(target=holds_the_registry)
+holder.start()
+ready.wait()
+holding.wait()
+# The child drops both threads' states before any fork handler runs: the loop is freed and its
+# thread's end noticed there, while the registry's lock is still the other thread's.
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)
+    os._exit(0 if tracedpolicy.snapshot() is not None else 1)
+deadline = time.monotonic() + 20
+while not os.waitpid(pid, os.WNOHANG)[0]:
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        print("hung")
+        break
+    time.sleep(0.01)
+else:
+    print("exited")
+done.set()
+holder.join()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_loop_and_a_thread_dropped_as_a_forked_child_starts_hang_nothing() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DROPPED_AS_THE_CHILD_STARTS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exited"], done.stderr
+
+
 class ClosesItsLoopWhenCollected:
     """A user's object that owns a loop and closes it in its own ``__del__``."""
 

@@ -48,7 +48,25 @@ def rlock() -> threading.RLock:
     return made
 
 
+#: The process whose fork handlers ran last (see :func:`in_unsettled_child`).
+_settled_pid = os.getpid()
+
+
+def in_unsettled_child() -> bool:
+    """Whether this is a forked child whose fork handlers have not run yet.
+
+    As a child starts, CPython drops the states of the parent's other threads before any fork
+    handler runs, and what they held (thread-local loops, sentinels) may run weakref callbacks
+    there. A lock, or on a free-threaded build a dict or deque, that another thread held at
+    fork is still held then: such a callback must return before it touches anything shared.
+    What it would have noted is the parent's, which the child sets aside anyway.
+    """
+    return os.getpid() != _settled_pid
+
+
 def _reinit_in_child() -> None:
+    global _settled_pid
+    _settled_pid = os.getpid()
     _adding._at_fork_reinit()  # type: ignore[attr-defined]
     for held in _locks:
         reinit = getattr(held, "_at_fork_reinit", None)

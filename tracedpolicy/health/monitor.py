@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tracedpolicy.base import forksafe
 from tracedpolicy.health import probe, wait, watchdog
 from tracedpolicy.health.probe import (
     CLOCK as CLOCK,
@@ -209,7 +210,8 @@ def _forget_every_loop() -> None:
 
 def _gone_callback(key: int, ref: object) -> None:
     """A watched loop was collected: only noted here (no lock may be taken in a GC callback)."""
-    probe._gone.append(key)
+    if not forksafe.in_unsettled_child():  # else a parent's loop: health starts afresh there
+        probe._gone.append(key)
 
 
 def _forget_collected() -> None:

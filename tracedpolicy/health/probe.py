@@ -185,23 +185,43 @@ def add_delay_sink(sink: Callable[[LoopRecord, float], None]) -> None:
         _delay_sinks.append(sink)
 
 
+#: What a forked child keeps of its parent's watched loops and totals (:func:`_before_fork`).
+_kept_at_fork: tuple[dict[int, LoopHealth], dict[Labels, Totals]] = ({}, {})
+
+
+def _before_fork() -> None:
+    """Copied by the forking thread, in the parent, where every lock still works: on a
+    free-threaded build a dict another thread held at fork stays held in the child, so the
+    child reads only these copies."""
+    global _kept_at_fork
+    _kept_at_fork = (_watched.copy(), _totals.copy())
+
+
+def _after_fork_in_parent() -> None:
+    global _kept_at_fork
+    _kept_at_fork = ({}, {})
+
+
 def _after_fork_in_child() -> None:
     """The parent's loops and health are not this process's (a loop of the parent's
-    that runs here is watched again from then on).
-
-    What the parent's threads changed is replaced, not cleared: on a free-threaded build a
-    dict or a deque has a lock of its own, and one another thread held, or was handed, at fork
-    stays held in the child. (A dict's values are iterated without taking it.)
-    """
-    global _watched, _running, _time_reported, _gone
-    for health in _watched.values():
+    that runs here is watched again from then on)."""
+    global _watched, _running, _time_reported, _gone, _totals, _kept_at_fork
+    watched, totals = _kept_at_fork
+    _kept_at_fork = ({}, {})
+    for health in watched.values():
         health.forget_parent()
-    # Kept, in a new dict: the class hooks find a parent's loop by it, watched again if run here.
-    _watched = {key: health for key, health in _watched.items()}
+    # Kept: the class hooks find a parent's loop by it, watched again if run here. (Less those
+    # collected as the child started, which no callback could note then.)
+    _watched = {key: health for key, health in watched.items() if health.ref() is not None}
     _running, _time_reported, _gone = {}, {}, collections.deque()
-    for totals in _totals.values():
-        totals.reset()
+    for each in totals.values():
+        each.reset()
+    _totals = totals
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -121,11 +122,44 @@ def time_the_wait(loop: Any, health: LoopHealth) -> bool:
 
 def _wait_gone(key: int, ref: object) -> None:
     """A timed selector was collected: its id may be another's soon."""
+    if forksafe.in_unsettled_child():
+        return  # a parent's selector: a forked child forgets them all
     entry = _waits.get(key)
     if entry is not None and entry[0] is ref:
         _waits.pop(key, None)
 
 
+#: The parent's timed selectors, as the forking thread copied them (see probe's ``_before_fork``).
+_kept_at_fork: dict[int, tuple[weakref.ReferenceType[Any], LoopHealth]] = {}
+
+
+def _before_fork() -> None:
+    global _kept_at_fork
+    _kept_at_fork = _waits.copy()
+
+
+def _after_fork_in_parent() -> None:
+    global _kept_at_fork
+    _kept_at_fork = {}
+
+
+def _after_fork_in_child() -> None:
+    """The forking thread's copy, not the parent's dict (another thread may have held that one's
+    lock at fork on a free-threaded build), less the selectors collected as the child started,
+    which ``_wait_gone`` could not drop then."""
+    global _waits, _kept_at_fork
+    _waits = {key: entry for key, entry in _kept_at_fork.items() if entry[0]() is not None}
+    _kept_at_fork = {}
+
+
 def forget() -> None:
     """No selector is timed any more (health went off)."""
     _waits.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

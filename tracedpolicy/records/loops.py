@@ -72,7 +72,9 @@ class LoopRegistry:
         #: calls ``__del__`` methods after that, and an owner's may still close the loop.
         self._dying: dict[int, LoopRecord] = {}
         #: In a forked child, the records of each parent process before it, never read again.
-        self._inherited: list[tuple[dict[int, LoopRecord], _ThreadLoops]] = []
+        self._inherited: list[tuple[object, ...]] = []
+        #: The weak references to threads' sentinels, each kept until its thread ends.
+        self._thread_ends: dict[int, weakref.ref[_Sentinel]] = {}
         self._collecting = False
         #: Loops constructed inside a layer that has not recorded them yet, by id (the layer
         #: holds each one until it does, so the id stays its own).
@@ -237,9 +239,13 @@ class LoopRegistry:
         threads.current[id(holder)] = (record, thread_state_of(holder))
         if threads.sentinel is None:
             # Thread-local storage is cleared when the thread ends, and the sentinel with it.
+            # Not weakref.finalize: a forked child runs these callbacks before its fork handlers
+            # (in_unsettled_child), where finalize's registry may be locked for good.
             sentinel = threads.sentinel = _Sentinel()
-            end = weakref.finalize(sentinel, self._thread_ended, ident, threads.current)
-            end.atexit = False  # the main thread's loops are open_at_exit's business
+            end = weakref.ref(
+                sentinel, functools.partial(self._thread_ended, ident, threads.current)
+            )
+            self._thread_ends[id(end)] = end
 
     def closed(self, loop: Loop, at: float | None = None) -> None:
         """``loop.close()`` returned (at ``at``, a ``time.monotonic()``, if not now): mark its
@@ -291,12 +297,14 @@ class LoopRegistry:
         fork stays held in the child. The parent's records are kept aside, unread: a loop of
         theirs that closes or goes here finds no record of this process.
         """
-        self._inherited.append((self._records, self._threads))  # unread; dropped, they would
-        self._records = {}  # run the teardown of their records and of this thread's loops
+        # Unread; dropped, they would run the teardown of their records and this thread's loops.
+        self._inherited.append((self._records, self._threads, self._thread_ends))
+        self._records = {}
         self._pending = collections.deque()
         self._dying = {}
         self._expected = {}  # a parent's thread was making them
         self._threads = _ThreadLoops()
+        self._thread_ends = {}
         # The counts say which loops are open: a thread of the parent may have been between
         # making a record and counting its loop when the fork happened.
         _notify(self.inherited_listeners)
@@ -319,6 +327,8 @@ class LoopRegistry:
         _notify(self.leaked_listeners, record, reason)
 
     def _collected(self, key: int, ref: object) -> None:
+        if forksafe.in_unsettled_child():
+            return  # a parent's loop, dropped with its thread as the child starts
         with self._lock:
             record = self._records.get(key)
             if record is None or record._ref is not ref:
@@ -340,8 +350,14 @@ class LoopRegistry:
         return forksafe.lookup(self._records, id(loop)) is record
 
     def _thread_ended(
-        self, ident: int, current: dict[int, tuple[LoopRecord, dict[str, Any] | None]]
+        self,
+        ident: int,
+        current: dict[int, tuple[LoopRecord, dict[str, Any] | None]],
+        end: weakref.ref[_Sentinel],
     ) -> None:
+        if forksafe.in_unsettled_child():
+            return  # a parent's thread, dropped as the child starts: its loops are the parent's
+        self._thread_ends.pop(id(end), None)
         for record, state in list(current.values()):
             record.set_on.pop(ident, None)
             loop = record.loop
@@ -390,7 +406,14 @@ def _stop_watching_collections() -> None:
         gc.callbacks.remove(REGISTRY.collection_phase)
 
 
+def _stop_watching_threads() -> None:
+    """At exit: the main thread's loops are open_at_exit's business, and a callback run as the
+    interpreter tears down would find the modules it reads gone."""
+    REGISTRY._thread_ends.clear()
+
+
 gc.callbacks.append(REGISTRY.collection_phase)
 atexit.register(_stop_watching_collections)
+atexit.register(_stop_watching_threads)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=REGISTRY.after_fork_in_child)
