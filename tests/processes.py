@@ -56,3 +56,34 @@ def scrape(url: str) -> dict[str, float]:
         for sample in family.samples:
             sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     return sums
+
+
+#: Python source for scripts that fork under threads: ``fork_each(forks, child, deadline)``
+#: forks ``forks`` times, one at a time; each child runs ``child()`` and exits with the code it
+#: returns (1 if it raised). Returns (hung, failed): children killed after ``deadline`` seconds,
+#: children that exited non-zero. The script imports os, signal and time.
+FORK_EACH = """
+def fork_each(forks, child, deadline):
+    hung = failed = 0
+    for _ in range(forks):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = child()
+            finally:
+                os._exit(code)
+        ends = time.monotonic() + deadline
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                failed += status != 0
+                break
+            if time.monotonic() > ends:
+                hung += 1
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.001)
+    return hung, failed
+"""

@@ -22,6 +22,8 @@ import textwrap
 
 import pytest
 
+from .processes import FORK_EACH
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 
 FORKS = int(os.environ.get("TRACEDPOLICY_FT_FORKS", "60"))
@@ -103,19 +105,15 @@ def churn(start):
 
 
 def child():
-    code = 1
     signal.alarm(20)  # a hung child dies here (no handler: the kernel ends it), never orphaned
     if os.environ.get("TRACEDPOLICY_FT_DEBUG"):  # a hung child's stacks, then it exits (failed)
         import faulthandler
         faulthandler.dump_traceback_later(8, exit=True)
-    try:
-        asyncio.run(work())
-        if TRACED:
-            tracedpolicy.snapshot()
-            tracedpolicy.leak_report()
-        code = 0
-    finally:
-        os._exit(code)
+    asyncio.run(work())
+    if TRACED:
+        tracedpolicy.snapshot()
+        tracedpolicy.leak_report()
+    return 0
 
 
 # Each path once before the threads start, and what a child reads: the modules they load are
@@ -132,24 +130,8 @@ threads = [threading.Thread(target=churn, args=(start,)) for _ in range(THREADS)
 for thread in threads:
     thread.start()
 start.wait()
-hung = failed = forks = 0
-for _ in range(FORKS):
-    pid = os.fork()
-    if pid == 0:
-        child()
-    forks += 1
-    deadline = time.monotonic() + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            failed += status != 0
-            break
-        if time.monotonic() > deadline:
-            hung += 1
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            break
-        time.sleep(0.001)
+hung, failed = fork_each(FORKS, child, deadline=10)
+forks = FORKS
 stop.set()
 for thread in threads:
     thread.join()
@@ -179,7 +161,14 @@ def run(mode: str, forks: int, cycles: int) -> dict:  # type: ignore[type-arg]
 
     for _ in range(CRASH_ATTEMPTS):
         done = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(SCENARIO), mode, str(forks), str(cycles)],
+            [
+                sys.executable,
+                "-c",
+                FORK_EACH + textwrap.dedent(SCENARIO),
+                mode,
+                str(forks),
+                str(cycles),
+            ],
             capture_output=True,
             text=True,
             timeout=1800,

@@ -22,6 +22,8 @@ import textwrap
 
 import pytest
 
+from ..processes import FORK_EACH
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 
 SCENARIO = """
@@ -110,27 +112,7 @@ read_everything()
 threads = [threading.Thread(target=collect), threading.Thread(target=churn)]
 for thread in threads:
     thread.start()
-hung = failed = 0
-for _ in range(FORKS):
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = 0 if in_child() else 3
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 20
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            failed += status != 0
-            break
-        if time.monotonic() > deadline:
-            hung += 1
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            break
-        time.sleep(0.001)
+hung, failed = fork_each(FORKS, lambda: 0 if in_child() else 3, deadline=20)
 stop.set()
 for thread in threads:
     thread.join()
@@ -142,7 +124,7 @@ print(hung, failed, balanced(), made > FORKS)
 
 def run(forks: int) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCENARIO), str(forks)],
+        [sys.executable, "-c", FORK_EACH + textwrap.dedent(SCENARIO), str(forks)],
         capture_output=True,
         text=True,
         timeout=900,
