@@ -54,6 +54,26 @@ def test_a_traced_loop_loads_no_exporter_nobody_uses(call: str) -> None:
     assert python(code) == ["[]"]
 
 
+HEALTH_WATCHING = ("monitor", "wait", "stack", "watchdog")
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_loop_health_s_watching_loads_only_once_it_is_turned_on(health: bool) -> None:
+    code = (
+        "import asyncio, sys, tracedpolicy\n"
+        "tracedpolicy.instrument(blocking_threshold=0.5)\n"
+        "asyncio.run(asyncio.sleep(0))\n"
+        f"tracedpolicy.instrument(health={health})\n"
+        "asyncio.run(asyncio.sleep(0))\n"
+        f"print([n for n in {HEALTH_WATCHING!r} if 'tracedpolicy.health.' + n in sys.modules])\n"
+        "from tracedpolicy.health import probe\n"
+        "print(probe.enabled(), probe._settings.threshold)\n"
+    )
+    loaded = list(HEALTH_WATCHING) if health else []
+    # The threshold given before health was on is the one in force once it is.
+    assert python(code) == [repr(loaded), f"{health} 0.5" if health else "False 0.1"]
+
+
 COLLECTOR_LATER = """
 import asyncio, tracedpolicy
 tracedpolicy.install()

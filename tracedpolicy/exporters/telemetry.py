@@ -21,7 +21,6 @@ from typing import Any
 
 from tracedpolicy.base import forksafe, imports
 from tracedpolicy.base.options import TRACEDPOLICY_MULTIPROC_DIR, Options, warn_of_unknown_variables
-from tracedpolicy.health import monitor as health
 from tracedpolicy.records.errors import record_internal_error
 from tracedpolicy.records.loops import REGISTRY
 
@@ -73,6 +72,16 @@ def configure(options: Options, given: Mapping[str, Any]) -> None:
         _apply(_in_force, names)
 
 
+def _configure_health(options: Options) -> None:
+    """Loop health's settings; its modules load only once it is turned on (off, it has nothing
+    to stop, and its settings go with the call that turns it on)."""
+    if options.health or "tracedpolicy.health.monitor" in sys.modules:
+        from tracedpolicy.health import monitor
+
+        settings = monitor.Settings(options.health_resolution, options.blocking_threshold)
+        monitor.configure(options.health, settings)
+
+
 def _server_options(names: set[str]) -> set[str]:
     """A later call's ``metrics_addr`` alone starts no server (nor moves one); its
     ``metrics_port`` starts one on that same call's address (given, or the default)."""
@@ -84,9 +93,7 @@ def _server_options(names: set[str]) -> set[str]:
 def _apply(options: Options, names: set[str]) -> None:
     global _server, _report_registered
     if names & {"health", "health_resolution", "blocking_threshold"}:
-        health.configure(
-            options.health, health.Settings(options.health_resolution, options.blocking_threshold)
-        )
+        _configure_health(options)
     if "creation_stack" in names:
         REGISTRY.stack_depth = options.creation_stack
     if "report_at_exit" in names and options.report_at_exit and not _report_registered:

@@ -97,8 +97,7 @@ def reset_for_tests() -> None:
         probe._time_reported.clear()
 
 
-def enabled() -> bool:
-    return probe._enabled
+enabled = probe.enabled
 
 
 def threshold() -> float:

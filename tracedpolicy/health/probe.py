@@ -185,6 +185,11 @@ def add_delay_sink(sink: Callable[[LoopRecord, float], None]) -> None:
         _delay_sinks.append(sink)
 
 
+def enabled() -> bool:
+    """Whether loop health is on (asked without loading the rest of it)."""
+    return _enabled
+
+
 #: What a forked child keeps of its parent's watched loops and totals (:func:`_before_fork`).
 _kept_at_fork: tuple[dict[int, LoopHealth], dict[Labels, Totals]] = ({}, {})
 

@@ -30,7 +30,7 @@ from tracedpolicy.base import _compat, forksafe
 from tracedpolicy.base.options import Options
 from tracedpolicy.base.patching import Patch, wrap
 from tracedpolicy.exporters import telemetry
-from tracedpolicy.health import monitor as health
+from tracedpolicy.health import probe as health
 from tracedpolicy.records.closehooks import close_hooks_of_the_mode
 from tracedpolicy.records.loops import REGISTRY
 from tracedpolicy.sources import construction
