@@ -109,6 +109,9 @@ def measure(case: Case, runs: int) -> dict[str, tuple[float, float, float]]:
     """Median bare, traced and traced-minus-bare seconds, for wall and for CPU."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")}
     base.pop("PYTHONPATH", None)
+    # Bytecode is cached, as an installed package's is (pip compiles it): with
+    # PYTHONDONTWRITEBYTECODE set, an editable checkout's modules would be compiled at every run.
+    base.pop("PYTHONDONTWRITEBYTECODE", None)
     traced_env = {**base, **case.traced_env}
     walls: list[tuple[float, float]] = []
     cpus: list[tuple[float, float]] = []
@@ -119,7 +122,7 @@ def measure(case: Case, runs: int) -> dict[str, tuple[float, float, float]]:
         (wall_a, cpu_a), (wall_b, cpu_b) = (timed(c, e) for c, e in pair)
         if turn % 2:
             wall_a, cpu_a, wall_b, cpu_b = wall_b, cpu_b, wall_a, cpu_a
-        if turn:  # the first pair warms the file cache
+        if turn:  # the first pair warms the file cache and writes the bytecode
             walls.append((wall_a, wall_b))
             cpus.append((cpu_a, cpu_b))
     return {"wall": _medians(walls), "cpu": _medians(cpus)}
