@@ -762,6 +762,64 @@ def test_uninstrument_leaves_the_threads_as_before_and_later_loops_unwatched(
     ], done.stderr
 
 
+WATCHDOG_LIFETIME = """
+import asyncio, os, sys, threading, warnings
+import tracedpolicy
+
+tracedpolicy.instrument(health=True)
+
+
+def watchdogs():
+    return [t.ident for t in threading.enumerate() if t.name == "tracedpolicy-health"]
+
+
+async def seen():
+    await asyncio.sleep(0.02)
+    return watchdogs()
+
+
+loop = asyncio.new_event_loop()
+during = [loop.run_until_complete(seen()) for _ in range(3)]
+print("one thread over three runs:", len({tuple(d) for d in during}) == 1 and len(during[0]) == 1)
+print("parked between runs:", len(watchdogs()))
+loop.close()
+print("after close:", watchdogs())
+loop = asyncio.new_event_loop()
+loop.run_until_complete(seen())
+if hasattr(os, "fork"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 3.12+ warns at a fork in a multi-threaded process
+        pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("after a fork:", watchdogs())
+print("a later run:", len(loop.run_until_complete(seen())))
+loop.close()
+asyncio.run(seen())
+print("after asyncio.run:", watchdogs())
+"""
+
+
+def test_the_watchdog_parks_between_runs_and_ends_as_the_loop_closes_or_the_process_forks() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHDOG_LIFETIME],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "one thread over three runs: True",
+        "parked between runs: 1",
+        "after close: []",
+        "after a fork: []",
+        "a later run: 1",
+        "after asyncio.run: []",
+    ], done.stderr
+
+
 FORKS = """
 import os, sys
 if sys.argv[1:] == ["health"]:

@@ -4,6 +4,7 @@ it, counts it, logs one line and records a span lasting as long as the loop was 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -24,16 +25,21 @@ STOP_SECONDS = 5.0
 class _Watchdog:
     """One thread per process that looks at the running watched loops a few times per threshold.
 
-    It runs only while a watched loop runs: started as the first one starts, ended and joined
-    as the last one stops (and when health goes off), so a program's threads are what they are
-    bare whenever no watched loop runs (no fork warning; CPython's own tests see no thread
-    left behind).
+    Started as the first watched loop starts. When the last one stops it parks (no looking, no
+    wake-ups) and the next run takes it up again: a thread start and join per run would cost
+    more than the run of a short ``asyncio.run`` (which runs its loop three times). It ends, and
+    is joined, when a watched loop is closed while none runs, before a fork, at exit and when
+    health goes off: so a program's threads are what they are bare once its loops are closed
+    (no fork warning; CPython's own tests see no thread left behind).
     """
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
         self.event = threading.Event()
+        #: Held while the thread looks at the loops, so that a loop's stop settles its spans
+        #: never in the middle of a look.
+        self.looking = threading.Lock()
 
     def start(self) -> None:
         """Start the thread, once (it sleeps while no watched loop runs)."""
@@ -77,15 +83,26 @@ class _Watchdog:
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             self.event.clear()  # before looking: a loop started after this wakes the next wait
-            loops = list(probe._running.values())
-            if not loops:
-                self.event.wait()
-                continue
-            try:
-                self.look(loops, CLOCK())
-            except Exception as failure:
-                record_internal_error("health", failure)
-            self.event.wait(probe._settings.resolution)  # or sooner: new settings, a loop started
+            with self.looking:
+                loops = list(probe._running.values())
+                if loops:
+                    try:
+                        self.look(loops, CLOCK())
+                    except Exception as failure:
+                        record_internal_error("health", failure)
+            # Or sooner: new settings, a loop started. Parked, with no loop running.
+            self.event.wait(probe._settings.resolution if loops else None)
+
+    def settle(self) -> None:
+        """The last watched loop stopped: end the spans of loops that were held as they stopped,
+        and forget stopped loops, now rather than at the thread's next look."""
+        with self.looking:
+            for health in list(probe._running.values()):
+                if health.running:
+                    continue  # started again meanwhile
+                if health.held_since is not None:
+                    self.released(health)
+                probe._running.pop(id(health), None)
 
     def look(self, loops: list[LoopHealth], now: float) -> None:
         for health in loops:
@@ -168,11 +185,24 @@ def set_span_maker(maker: SpanMaker | None) -> None:
     _span_maker = maker
 
 
+def end_if_idle() -> None:
+    """With no watched loop running, end the watchdog thread and wait for it, so that the
+    process's threads are what they are bare (a watched loop closed, a fork, exit)."""
+    if _watchdog.thread is None:
+        return
+    with probe._lock:  # a loop starting now (under this lock) finds no thread, and starts one
+        if any(health.running for health in list(probe._running.values())):
+            return
+        thread = _watchdog.detach()
+    _watchdog.join(thread)
+
+
 def _after_fork_in_child() -> None:
     """The parent's watchdog thread is not this process's: a new one starts with a loop here."""
     global _watchdog
     _watchdog = _Watchdog()
 
 
+atexit.register(end_if_idle)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=end_if_idle, after_in_child=_after_fork_in_child)
