@@ -13,6 +13,29 @@ from prometheus_client.parser import text_string_to_metric_families
 from tracedpolicy.base.options import TRACEDPOLICY_MULTIPROC_DIR
 
 
+def run_python(
+    source: str,
+    *arguments: str,
+    flags: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python [flags] -c source [arguments]`` with this interpreter; the outcome is the
+    caller's to check."""
+    return subprocess.run(
+        [sys.executable, *flags, "-c", source, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def without_tracedpolicy_variables() -> dict[str, str]:
+    """This environment less every ``TRACEDPOLICY_*`` variable (the test's own set-up)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")}
+
+
 def outside_any_fleet(**extra: str) -> dict[str, str]:
     """This environment with ``extra`` and neither multi-process directory: the processes
     started with it make a fleet of their own."""

@@ -253,6 +253,19 @@ def scrape_until(
     raise AssertionError(f"{url} never got ready; last scrape: {text[-2000:]}")
 
 
+def start(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start a server in a session of its own (what :func:`stop` ends), its output kept."""
+    return subprocess.Popen(
+        command,
+        start_new_session=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
     """Stop the server and the shell that may have started it (a session of their own)."""
     with contextlib.suppress(ProcessLookupError):
@@ -288,15 +301,7 @@ def test_a_newcomer_following_the_recipe_sees_the_servers_loop_and_its_health(
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "UVICORN_PORT": str(app_port),  # uvicorn's own variable: the command stays as written
     }
-    server = subprocess.Popen(
-        ["sh", "-c", command.replace("9464", str(metrics_port))],
-        start_new_session=True,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = start(["sh", "-c", command.replace("9464", str(metrics_port))], tmp_path, env)
     ready = (
         r"^asyncio_eventloop_delay_seconds_count\{.*\} [1-9]",
         r"^asyncio_loop_open\{.*\} 1\.0$",
@@ -339,15 +344,7 @@ def test_an_app_serving_prometheus_clients_registry_gets_the_metrics_for_free(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")}
     command = ["-m", "tracedpolicy", "run", "-m", "uvicorn", "app:app", "--port", str(port)]
-    server = subprocess.Popen(
-        [sys.executable, *command],
-        start_new_session=True,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = start([sys.executable, *command], tmp_path, env)
     try:
         scrape_until(
             f"http://127.0.0.1:{port}/metrics",

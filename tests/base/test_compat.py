@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import threading
 import types
@@ -21,6 +20,7 @@ from tracedpolicy.sources.subclass import traced_subclass
 
 from .. import simulated
 from ..outcomes import observe
+from ..processes import run_python
 
 #: What the reference facts say of each version: (implicit creation, its warning, watchers).
 FACTS = {
@@ -230,9 +230,5 @@ print("ok")
 
 def test_tracedpolicy_adds_no_deprecation_warning_of_its_own() -> None:
     """On 3.14+ the public policy names warn; tracedpolicy reads only the private ones."""
-    run = subprocess.run(
-        [sys.executable, "-W", "error::DeprecationWarning", "-c", EVERY_ENTRY_POINT],
-        capture_output=True,
-        text=True,
-    )
+    run = run_python(EVERY_ENTRY_POINT, flags=("-W", "error::DeprecationWarning"))
     assert (run.returncode, run.stdout, run.stderr) == (0, "ok\n", "")

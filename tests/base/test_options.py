@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy
 from tracedpolicy.base._compat import RUNNING
 from tracedpolicy.base.options import Options
+
+from ..processes import run_python
 
 
 def test_defaults_are_production_safe() -> None:
@@ -175,20 +178,12 @@ def test_a_misspelt_variable_is_named_with_the_closest_known_one() -> None:
 
 
 def test_in_code_a_misspelt_variable_is_logged_once_when_the_variables_are_read() -> None:
-    import subprocess
-    import sys
 
     code = (
         "import tracedpolicy\nprint('imported', flush=True)\n"
         "tracedpolicy.install()\ntracedpolicy.loop_factory()\ntracedpolicy.instrument()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**__import__("os").environ, "TRACEDPOLICY_HELTH": "1"},
-        timeout=60,
-    )
+    done = run_python(code, env={**os.environ, "TRACEDPOLICY_HELTH": "1"})
     assert (done.returncode, done.stdout) == (0, "imported\n")
     assert done.stderr == (
         "tracedpolicy: unknown environment variable TRACEDPOLICY_HELTH is ignored;"

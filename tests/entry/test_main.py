@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ..processes import run_python
+
 PROGRAM = """
 import asyncio, sys, tracedpolicy
 from tracedpolicy.base._compat import RUNNING
@@ -83,13 +85,7 @@ def test_a_bad_variable_never_breaks_the_import_and_fails_the_policy_it_configur
         "try:\n    tracedpolicy.TracedDefaultEventLoopPolicy()\n"
         "except ValueError as error:\n    print(error)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TRACEDPOLICY_METRICS_PORT": "http"},
-        timeout=60,
-    )
+    done = run_python(code, env={**os.environ, "TRACEDPOLICY_METRICS_PORT": "http"})
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith(BAD_PORT)
     help_text = tracedpolicy_command("--help", env={"TRACEDPOLICY_METRICS_PORT": "http"})

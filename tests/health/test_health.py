@@ -36,6 +36,7 @@ from tracedpolicy.health import probe
 
 from ..asgi import asgi_app
 from ..conftest import Telemetry
+from ..processes import run_python, without_tracedpolicy_variables
 from ..test_servers import free_port, serve
 
 BLOCK = 0.3
@@ -802,13 +803,7 @@ print("after asyncio.run:", watchdogs())
 
 
 def test_the_watchdog_parks_between_runs_and_ends_as_the_loop_closes_or_the_process_forks() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", WATCHDOG_LIFETIME],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")},
-    )
+    done = run_python(WATCHDOG_LIFETIME, env=without_tracedpolicy_variables())
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "one thread over three runs: True",

@@ -22,6 +22,7 @@ from tracedpolicy.records.sites import class_name
 
 from ..collecting import InACycle, finishes_with_a_collection_at
 from ..counts import leak_counts, loop_counts, recorder_named
+from ..processes import run_python
 
 DefaultPolicy: Any = RUNNING.default_policy
 
@@ -462,12 +463,7 @@ holder.join()
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 def test_a_loop_and_a_thread_dropped_as_a_forked_child_starts_hang_nothing() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", DROPPED_AS_THE_CHILD_STARTS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(DROPPED_AS_THE_CHILD_STARTS)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["exited"], done.stderr
 
@@ -651,12 +647,7 @@ print("done")
 
 def test_a_process_exiting_with_a_loop_set_on_its_main_thread_exits_cleanly() -> None:
     """The registry's gc callback is gone before the interpreter's last collections."""
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", LOOP_SET_AT_EXIT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(LOOP_SET_AT_EXIT, flags=("-W", "ignore"))
     assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
 
 

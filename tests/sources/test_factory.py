@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import textwrap
 from typing import Any, Callable
@@ -17,6 +16,7 @@ from tracedpolicy.records.events import LOOP_FACTORY
 from tracedpolicy.records.recorder import recorder_for
 
 from ..outcomes import observe
+from ..processes import run_python
 from ..simulated import HIDE_POLICIES
 
 DEFAULT_LABEL = (
@@ -147,11 +147,7 @@ except AttributeError as error:
 
 
 def test_without_a_policy_system_the_package_imports_and_factories_work() -> None:
-    run = subprocess.run(
-        [sys.executable, "-W", "error", "-c", textwrap.dedent(WITHOUT_POLICIES)],
-        capture_output=True,
-        text=True,
-    )
+    run = run_python(textwrap.dedent(WITHOUT_POLICIES), flags=("-W", "error"))
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == RUNNING.default_loop_factory.__name__  # type: ignore[union-attr]

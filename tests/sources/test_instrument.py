@@ -25,6 +25,7 @@ from tracedpolicy.records.sites import class_name
 
 from ..conftest import Telemetry
 from ..outcomes import in_thread
+from ..processes import run_python
 from ..simulated import HIDE_POLICIES
 
 DefaultPolicy: Any = RUNNING.default_policy
@@ -334,11 +335,7 @@ tracedpolicy.uninstrument()
 
 
 def test_without_a_policy_system_the_mode_still_sees_every_loop() -> None:
-    run = subprocess.run(
-        [sys.executable, "-W", "error", "-c", textwrap.dedent(WITHOUT_POLICIES)],
-        capture_output=True,
-        text=True,
-    )
+    run = run_python(textwrap.dedent(WITHOUT_POLICIES), flags=("-W", "error"))
     assert run.returncode == 0, run.stderr
     selector = class_name(asyncio.SelectorEventLoop)
     expected = [f"constructor {selector} 2 2"]
