@@ -52,7 +52,7 @@ def rlock() -> threading.RLock:
 _settled_pid = os.getpid()
 
 
-def in_unsettled_child() -> bool:
+def in_unsettled_child(_getpid: Callable[[], int] = os.getpid) -> bool:
     """Whether this is a forked child whose fork handlers have not run yet.
 
     As a child starts, CPython drops the states of the parent's other threads before any fork
@@ -60,8 +60,11 @@ def in_unsettled_child() -> bool:
     there. A lock, or on a free-threaded build a dict or deque, that another thread held at
     fork is still held then: such a callback must return before it touches anything shared.
     What it would have noted is the parent's, which the child sets aside anyway.
+
+    Also true as the interpreter tears down, once this module's globals are gone (callbacks
+    bind this function early, and ``os`` is bound here): there is nothing left to note then.
     """
-    return os.getpid() != _settled_pid
+    return _getpid() != _settled_pid
 
 
 def _reinit_in_child() -> None:

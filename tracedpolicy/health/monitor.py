@@ -212,9 +212,11 @@ def _forget_every_loop() -> None:
         wait.forget()
 
 
-def _gone_callback(key: int, ref: object) -> None:
+def _gone_callback(
+    key: int, ref: object, _unsettled: Callable[[], bool] = forksafe.in_unsettled_child
+) -> None:
     """A watched loop was collected: only noted here (no lock may be taken in a GC callback)."""
-    if not forksafe.in_unsettled_child():  # else a parent's loop: health starts afresh there
+    if not _unsettled():  # else a parent's loop (health starts afresh there), or the teardown
         probe._gone.append(key)
 
 

@@ -120,10 +120,12 @@ def time_the_wait(loop: Any, health: LoopHealth) -> bool:
     return True
 
 
-def _wait_gone(key: int, ref: object) -> None:
+def _wait_gone(
+    key: int, ref: object, _unsettled: Callable[[], bool] = forksafe.in_unsettled_child
+) -> None:
     """A timed selector was collected: its id may be another's soon."""
-    if forksafe.in_unsettled_child():
-        return  # a parent's selector: a forked child forgets them all
+    if _unsettled():
+        return  # a parent's selector (a forked child keeps its own copy), or the teardown
     entry = _waits.get(key)
     if entry is not None and entry[0] is ref:
         _waits.pop(key, None)

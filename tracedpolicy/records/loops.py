@@ -76,6 +76,8 @@ class LoopRegistry:
         #: The weak references to threads' sentinels, each kept until its thread ends.
         self._thread_ends: dict[int, weakref.ref[_Sentinel]] = {}
         self._collecting = False
+        #: Bound here: weakref callbacks may run as the interpreter tears down the modules.
+        self._unsettled = forksafe.in_unsettled_child
         #: Loops constructed inside a layer that has not recorded them yet, by id (the layer
         #: holds each one until it does, so the id stays its own).
         self._expected: dict[int, Expected] = {}
@@ -327,7 +329,7 @@ class LoopRegistry:
         _notify(self.leaked_listeners, record, reason)
 
     def _collected(self, key: int, ref: object) -> None:
-        if forksafe.in_unsettled_child():
+        if self._unsettled():
             return  # a parent's loop, dropped with its thread as the child starts
         with self._lock:
             record = self._records.get(key)
@@ -355,7 +357,7 @@ class LoopRegistry:
         current: dict[int, tuple[LoopRecord, dict[str, Any] | None]],
         end: weakref.ref[_Sentinel],
     ) -> None:
-        if forksafe.in_unsettled_child():
+        if self._unsettled():
             return  # a parent's thread, dropped as the child starts: its loops are the parent's
         self._thread_ends.pop(id(end), None)
         for record, state in list(current.values()):
