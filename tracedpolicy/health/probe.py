@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -190,29 +191,28 @@ def enabled() -> bool:
     return _enabled
 
 
-#: What a forked child keeps of its parent's watched loops and totals (:func:`_before_fork`).
-_kept_at_fork: tuple[dict[int, LoopHealth], dict[Labels, Totals]] = ({}, {})
+#: What a forked child keeps of its parent's watched loops and totals, by forking thread
+#: (two threads may fork at once): see :func:`_before_fork`.
+_kept_at_fork: dict[int, tuple[dict[int, LoopHealth], dict[Labels, Totals]]] = {}
 
 
 def _before_fork() -> None:
     """Copied by the forking thread, in the parent, where every lock still works: on a
     free-threaded build a dict another thread held at fork stays held in the child, so the
     child reads only these copies."""
-    global _kept_at_fork
-    _kept_at_fork = (_watched.copy(), _totals.copy())
+    _kept_at_fork[threading.get_ident()] = (_watched.copy(), _totals.copy())
 
 
 def _after_fork_in_parent() -> None:
-    global _kept_at_fork
-    _kept_at_fork = ({}, {})
+    _kept_at_fork.pop(threading.get_ident(), None)
 
 
 def _after_fork_in_child() -> None:
     """The parent's loops and health are not this process's (a loop of the parent's
     that runs here is watched again from then on)."""
     global _watched, _running, _time_reported, _gone, _totals, _kept_at_fork
-    watched, totals = _kept_at_fork
-    _kept_at_fork = ({}, {})
+    watched, totals = forksafe.lookup(_kept_at_fork, threading.get_ident()) or ({}, {})
+    _kept_at_fork = {}
     for health in watched.values():
         health.forget_parent()
     # Kept: the class hooks find a parent's loop by it, watched again if run here. (Less those

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -131,18 +132,17 @@ def _wait_gone(
         _waits.pop(key, None)
 
 
-#: The parent's timed selectors, as the forking thread copied them (see probe's ``_before_fork``).
-_kept_at_fork: dict[int, tuple[weakref.ReferenceType[Any], LoopHealth]] = {}
+#: The parent's timed selectors, as each forking thread copied them (see probe's
+#: ``_before_fork``).
+_kept_at_fork: dict[int, dict[int, tuple[weakref.ReferenceType[Any], LoopHealth]]] = {}
 
 
 def _before_fork() -> None:
-    global _kept_at_fork
-    _kept_at_fork = _waits.copy()
+    _kept_at_fork[threading.get_ident()] = _waits.copy()
 
 
 def _after_fork_in_parent() -> None:
-    global _kept_at_fork
-    _kept_at_fork = {}
+    _kept_at_fork.pop(threading.get_ident(), None)
 
 
 def _after_fork_in_child() -> None:
@@ -150,7 +150,8 @@ def _after_fork_in_child() -> None:
     lock at fork on a free-threaded build), less the selectors collected as the child started,
     which ``_wait_gone`` could not drop then."""
     global _waits, _kept_at_fork
-    _waits = {key: entry for key, entry in _kept_at_fork.items() if entry[0]() is not None}
+    kept = forksafe.lookup(_kept_at_fork, threading.get_ident()) or {}
+    _waits = {key: entry for key, entry in kept.items() if entry[0]() is not None}
     _kept_at_fork = {}
 
 

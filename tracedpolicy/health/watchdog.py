@@ -46,9 +46,12 @@ class _Watchdog:
         if self.thread is None or not self.thread.is_alive():
             with probe._lock:
                 if probe._enabled and (self.thread is None or not self.thread.is_alive()):
-                    self.stopping = threading.Event()
+                    # Each thread its own: an ending one must not park on its successor's.
+                    self.stopping, self.event = threading.Event(), threading.Event()
                     self.thread = threading.Thread(
-                        target=self.run, args=(self.stopping,), name="tracedpolicy-health"
+                        target=self.run,
+                        args=(self.stopping, self.event),
+                        name="tracedpolicy-health",
                     )
                     self.thread.daemon = True
                     self.thread.start()
@@ -67,8 +70,7 @@ class _Watchdog:
         for health in list(probe._running.values()):
             if health.held_since is not None:
                 self.released(health)
-            if not health.running:
-                probe._running.pop(id(health), None)
+            _forget_if_stopped(health)
 
     def stop(self) -> None:
         """End the thread and wait for it."""
@@ -80,9 +82,9 @@ class _Watchdog:
         self.start()
         self.event.set()
 
-    def run(self, stopping: threading.Event) -> None:
+    def run(self, stopping: threading.Event, event: threading.Event) -> None:
         while not stopping.is_set():
-            self.event.clear()  # before looking: a loop started after this wakes the next wait
+            event.clear()  # before looking: a loop started after this wakes the next wait
             with self.looking:
                 loops = list(probe._running.values())
                 if loops:
@@ -91,18 +93,24 @@ class _Watchdog:
                     except Exception as failure:
                         record_internal_error("health", failure)
             # Or sooner: new settings, a loop started. Parked, with no loop running.
-            self.event.wait(probe._settings.resolution if loops else None)
+            event.wait(probe._settings.resolution if loops else None)
 
     def settle(self) -> None:
         """The last watched loop stopped: end the spans of loops that were held as they stopped,
-        and forget stopped loops, now rather than at the thread's next look."""
-        with self.looking:
+        and forget stopped loops, now rather than at the thread's next look.
+
+        A look may be in a logging handler or an exporter: waited for as long as a join was,
+        then the thread's own next look does it.
+        """
+        if not self.looking.acquire(timeout=STOP_SECONDS):
+            return
+        try:
             for health in list(probe._running.values()):
-                if health.running:
-                    continue  # started again meanwhile
-                if health.held_since is not None:
+                if health.held_since is not None and not health.running:
                     self.released(health)
-                probe._running.pop(id(health), None)
+                _forget_if_stopped(health)
+        finally:
+            self.looking.release()
 
     def look(self, loops: list[LoopHealth], now: float) -> None:
         for health in loops:
@@ -110,9 +118,7 @@ class _Watchdog:
                 if health.caught_up is not None or health.probe_sent is None:
                     self.released(health)  # its probe ran (or the loop stopped) since
             elif not health.running:
-                probe._running.pop(
-                    id(health), None
-                )  # before taking the loop: never hold a stopped one
+                _forget_if_stopped(health)  # before taking the loop: never hold a stopped one
             else:
                 self.probe(health, now)
 
@@ -183,6 +189,15 @@ def set_span_maker(maker: SpanMaker | None) -> None:
     """Where held loops' spans go (None: no spans)."""
     global _span_maker
     _span_maker = maker
+
+
+def _forget_if_stopped(health: LoopHealth) -> None:
+    """No more looks at a loop that stopped (under the lock its next start takes, so that a
+    start in between keeps it looked at)."""
+    if not health.running:
+        with probe._lock:
+            if not health.running:
+                probe._running.pop(id(health), None)
 
 
 def end_if_idle() -> None:
