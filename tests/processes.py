@@ -31,11 +31,6 @@ def run_python(
     )
 
 
-def without_tracedpolicy_variables() -> dict[str, str]:
-    """This environment less every ``TRACEDPOLICY_*`` variable (the test's own set-up)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("TRACEDPOLICY_")}
-
-
 def outside_any_fleet(**extra: str) -> dict[str, str]:
     """This environment with ``extra`` and neither multi-process directory: the processes
     started with it make a fleet of their own."""

@@ -36,7 +36,6 @@ from tracedpolicy.health import probe
 
 from ..asgi import asgi_app
 from ..conftest import Telemetry
-from ..processes import run_python, without_tracedpolicy_variables
 from ..test_servers import free_port, serve
 
 BLOCK = 0.3
@@ -760,60 +759,6 @@ def test_uninstrument_leaves_the_threads_as_before_and_later_loops_unwatched(
         "threads as before: True",
         # (a later loop_factory's counts are copied to the directory again: by a thread)
         f"later loops watched: 0 {not many_processes}",
-    ], done.stderr
-
-
-WATCHDOG_LIFETIME = """
-import asyncio, os, sys, threading, warnings
-import tracedpolicy
-
-tracedpolicy.instrument(health=True)
-
-
-def watchdogs():
-    return [t.ident for t in threading.enumerate() if t.name == "tracedpolicy-health"]
-
-
-async def seen():
-    await asyncio.sleep(0.02)
-    return watchdogs()
-
-
-loop = asyncio.new_event_loop()
-during = [loop.run_until_complete(seen()) for _ in range(3)]
-print("one thread over three runs:", len({tuple(d) for d in during}) == 1 and len(during[0]) == 1)
-print("parked between runs:", len(watchdogs()))
-loop.close()
-print("after close:", watchdogs())
-loop = asyncio.new_event_loop()
-loop.run_until_complete(seen())
-if hasattr(os, "fork"):
-    with warnings.catch_warnings():
-        # Ended before the fork (below); not asserted by 3.12+'s multi-threaded fork warning,
-        # which counts the OS's threads, and a thread just joined may not have left them yet.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-print("after a fork:", watchdogs())
-print("a later run:", len(loop.run_until_complete(seen())))
-loop.close()
-asyncio.run(seen())
-print("after asyncio.run:", watchdogs())
-"""
-
-
-def test_the_watchdog_parks_between_runs_and_ends_as_the_loop_closes_or_the_process_forks() -> None:
-    done = run_python(WATCHDOG_LIFETIME, env=without_tracedpolicy_variables())
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
-        "one thread over three runs: True",
-        "parked between runs: 1",
-        "after close: []",
-        "after a fork: []",
-        "a later run: 1",
-        "after asyncio.run: []",
     ], done.stderr
 
 

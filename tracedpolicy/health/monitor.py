@@ -23,9 +23,8 @@ CPython give up the object's inline attribute values: every later attribute acce
 slower). The run hook (which tells the watchdog a loop runs) and the timed ``select`` are plain
 functions put once on the class that defines ``run_forever`` (``select``), taken off exactly when
 health goes off; a loop or selector that is not watched pays a dict lookup per run, and per
-wait (none per poll). The watchdog thread starts as the first watched loop runs, parks while
-none runs, and ends as a watched loop closes with none running (see watchdog); it holds loops
-only weakly, so a loop's life and
+wait (none per poll). The watchdog thread runs only while a watched loop runs (started as the
+first starts, joined as the last stops); it holds loops only weakly, so a loop's life and
 garbage collection are as they were.
 """
 
@@ -78,10 +77,8 @@ def configure(enabled: bool, settings: Settings) -> None:
         was, probe._enabled, probe._settings = probe._enabled, enabled, settings
         if enabled and watch not in REGISTRY.tracked_listeners:
             REGISTRY.tracked_listeners.append(watch)
-            REGISTRY.closed_listeners.append(_closed)
         if not enabled and watch in REGISTRY.tracked_listeners:
             REGISTRY.tracked_listeners.remove(watch)
-            REGISTRY.closed_listeners.remove(_closed)
     if was and not enabled:
         wait.unhook()
         watchdog._watchdog.stop()
@@ -185,14 +182,12 @@ def _stopped(health: LoopHealth) -> None:
     health.probe_sent = health.wait_began = None
     if health.held_since is not None:
         health.caught_up = now
-    # A copy: the watchdog drops stopped loops from _running without the lock.
-    if not any(other.running for other in list(probe._running.values())):
-        watchdog._watchdog.settle()  # the last watched loop that ran: the watchdog parks
-
-
-def _closed(record: LoopRecord, lifetime: float) -> None:
-    """A loop closed: with none running, the watchdog ends (the process's threads as bare)."""
-    watchdog.end_if_idle()
+    with probe._lock:
+        # A copy: the watchdog drops stopped loops from _running without the lock.
+        idle = not any(other.running for other in list(probe._running.values()))
+        thread = watchdog._watchdog.detach() if idle else None
+    if thread is not None:  # the last watched loop that ran: the process's threads as bare
+        watchdog._watchdog.join(thread)
 
 
 def _forget_every_loop() -> None:

@@ -4,7 +4,6 @@ it, counts it, logs one line and records a span lasting as long as the loop was 
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
@@ -25,33 +24,25 @@ STOP_SECONDS = 5.0
 class _Watchdog:
     """One thread per process that looks at the running watched loops a few times per threshold.
 
-    Started as the first watched loop starts. When the last one stops it parks (no looking, no
-    wake-ups) and the next run takes it up again: a thread start and join per run would cost
-    more than the run of a short ``asyncio.run`` (which runs its loop three times). It ends, and
-    is joined, when a watched loop is closed while none runs, before a fork, at exit and when
-    health goes off: so a program's threads are what they are bare once its loops are closed
-    (no fork warning; CPython's own tests see no thread left behind).
+    It runs only while a watched loop runs: started as the first one starts, ended and joined
+    as the last one stops (and when health goes off), so a program's threads are what they are
+    bare whenever no watched loop runs (no fork warning; CPython's own tests see no thread
+    left behind).
     """
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
         self.event = threading.Event()
-        #: Held while the thread looks at the loops, so that a loop's stop settles its spans
-        #: never in the middle of a look.
-        self.looking = threading.Lock()
 
     def start(self) -> None:
         """Start the thread, once (it sleeps while no watched loop runs)."""
         if self.thread is None or not self.thread.is_alive():
             with probe._lock:
                 if probe._enabled and (self.thread is None or not self.thread.is_alive()):
-                    # Each thread its own: an ending one must not park on its successor's.
-                    self.stopping, self.event = threading.Event(), threading.Event()
+                    self.stopping = threading.Event()
                     self.thread = threading.Thread(
-                        target=self.run,
-                        args=(self.stopping, self.event),
-                        name="tracedpolicy-health",
+                        target=self.run, args=(self.stopping,), name="tracedpolicy-health"
                     )
                     self.thread.daemon = True
                     self.thread.start()
@@ -70,7 +61,8 @@ class _Watchdog:
         for health in list(probe._running.values()):
             if health.held_since is not None:
                 self.released(health)
-            _forget_if_stopped(health)
+            if not health.running:
+                probe._running.pop(id(health), None)
 
     def stop(self) -> None:
         """End the thread and wait for it."""
@@ -82,35 +74,18 @@ class _Watchdog:
         self.start()
         self.event.set()
 
-    def run(self, stopping: threading.Event, event: threading.Event) -> None:
+    def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
-            event.clear()  # before looking: a loop started after this wakes the next wait
-            with self.looking:
-                loops = list(probe._running.values())
-                if loops:
-                    try:
-                        self.look(loops, CLOCK())
-                    except Exception as failure:
-                        record_internal_error("health", failure)
-            # Or sooner: new settings, a loop started. Parked, with no loop running.
-            event.wait(probe._settings.resolution if loops else None)
-
-    def settle(self) -> None:
-        """The last watched loop stopped: end the spans of loops that were held as they stopped,
-        and forget stopped loops, now rather than at the thread's next look.
-
-        A look may be in a logging handler or an exporter: waited for as long as a join was,
-        then the thread's own next look does it.
-        """
-        if not self.looking.acquire(timeout=STOP_SECONDS):
-            return
-        try:
-            for health in list(probe._running.values()):
-                if health.held_since is not None and not health.running:
-                    self.released(health)
-                _forget_if_stopped(health)
-        finally:
-            self.looking.release()
+            self.event.clear()  # before looking: a loop started after this wakes the next wait
+            loops = list(probe._running.values())
+            if not loops:
+                self.event.wait()
+                continue
+            try:
+                self.look(loops, CLOCK())
+            except Exception as failure:
+                record_internal_error("health", failure)
+            self.event.wait(probe._settings.resolution)  # or sooner: new settings, a loop started
 
     def look(self, loops: list[LoopHealth], now: float) -> None:
         for health in loops:
@@ -118,7 +93,9 @@ class _Watchdog:
                 if health.caught_up is not None or health.probe_sent is None:
                     self.released(health)  # its probe ran (or the loop stopped) since
             elif not health.running:
-                _forget_if_stopped(health)  # before taking the loop: never hold a stopped one
+                probe._running.pop(
+                    id(health), None
+                )  # before taking the loop: never hold a stopped one
             else:
                 self.probe(health, now)
 
@@ -191,33 +168,11 @@ def set_span_maker(maker: SpanMaker | None) -> None:
     _span_maker = maker
 
 
-def _forget_if_stopped(health: LoopHealth) -> None:
-    """No more looks at a loop that stopped (under the lock its next start takes, so that a
-    start in between keeps it looked at)."""
-    if not health.running:
-        with probe._lock:
-            if not health.running:
-                probe._running.pop(id(health), None)
-
-
-def end_if_idle() -> None:
-    """With no watched loop running, end the watchdog thread and wait for it, so that the
-    process's threads are what they are bare (a watched loop closed, a fork, exit)."""
-    if _watchdog.thread is None:
-        return
-    with probe._lock:  # a loop starting now (under this lock) finds no thread, and starts one
-        if any(health.running for health in list(probe._running.values())):
-            return
-        thread = _watchdog.detach()
-    _watchdog.join(thread)
-
-
 def _after_fork_in_child() -> None:
     """The parent's watchdog thread is not this process's: a new one starts with a loop here."""
     global _watchdog
     _watchdog = _Watchdog()
 
 
-atexit.register(end_if_idle)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=end_if_idle, after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
