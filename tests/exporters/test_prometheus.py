@@ -42,6 +42,15 @@ HISTOGRAMS = {
 }
 
 
+def missed_then_set(policy: Any) -> Any:
+    """A get that finds no loop (a miss), then a new loop made and set by hand."""
+    with contextlib.suppress(RuntimeError):
+        policy.get_event_loop()
+    loop = policy.new_event_loop()
+    policy.set_event_loop(loop)
+    return loop
+
+
 def scripted_workload(policy: Any) -> list[Any]:
     """Hits, misses, an implicit creation, sets and clears over three threads; one loop leaks."""
     if RUNNING.creates_loops_implicitly:
@@ -49,18 +58,12 @@ def scripted_workload(policy: Any) -> list[Any]:
             warnings.simplefilter("ignore", DeprecationWarning)
             main_loop = policy.get_event_loop()  # created implicitly in the main thread
     else:  # 3.14+: a miss instead, then a loop set by hand
-        with contextlib.suppress(RuntimeError):
-            policy.get_event_loop()
-        main_loop = policy.new_event_loop()
-        policy.set_event_loop(main_loop)
+        main_loop = missed_then_set(policy)
     for _ in range(7):
         policy.get_event_loop()
 
     def worker(leak: bool) -> Any:
-        with contextlib.suppress(RuntimeError):
-            policy.get_event_loop()
-        loop = policy.new_event_loop()
-        policy.set_event_loop(loop)
+        loop = missed_then_set(policy)
         for _ in range(11):
             policy.get_event_loop()
         policy.set_event_loop(None)

@@ -81,14 +81,19 @@ class FleetRecord:
     """An open loop of some process of the fleet, as its file lists it."""
 
     pid: int
+    """The process that has the loop open."""
     site: str | None
+    """Where it was made, as text (a file's JSON holds no frames)."""
     loop_class: str
     made_by: str
+    """Origin and creator, as :attr:`LoopRecord.made_by` shows them."""
     thread_name: str
     created_monotonic: float
+    """The machine's monotonic clock: ages compare across the fleet's processes."""
     leaked: str | None = None
     stack: tuple[str, ...] = ()
     set_on: dict[int, str] = field(default_factory=dict)
+    """The threads it is set on, by name (a position stands in for the other process's ident)."""
 
     def age(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.created_monotonic
