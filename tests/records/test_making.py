@@ -96,7 +96,7 @@ def test_ctrl_c_early_in_making_a_loop_leaves_the_thread_as_it_was(
         finally:
             sys.settrace(None)
             events.set_span_hook(None)
-        state = (thread_state.making, thread_state.depth)
+        state = (thread_state().making, thread_state().depth)
         policy.new_event_loop().close()
         return state
 

@@ -125,6 +125,12 @@ def add_sink(sink: Observer) -> None:
         _sinks = (*_sinks, sink)
 
 
+def heard() -> bool:
+    """Whether anything hears of events (a span hook, a sink, an observer): when nothing does,
+    a recorded call only counts, and no event is made."""
+    return _span_hook is not None or bool(_sinks) or bool(_observers)
+
+
 def set_span_hook(hook: SpanHook | None) -> None:
     """Use ``hook`` for spans from now on (None: no spans)."""
     global _span_hook
@@ -164,22 +170,45 @@ class Making:
         self.constructed: list[Loop] | None = None
 
 
-class _ThreadState(threading.local):
+class ThreadState:
     """Per thread: how many loops were made (to spot one made during an opaque get), the outer
     layer making one now, and the traced calls in progress with the events they await."""
 
-    creations = 0
-    making: Making | None = None
-    #: Traced operations in progress: observers hear of them once the outermost is done.
-    depth = 0
-    deferred: list[PolicyEvent] | None = None
-    #: Observers are running: calls they make are counted, but not told to them again.
-    observing = False
-    #: Leaks of other loops that an observer's read flushed: told once observers are done.
-    leaks_seen_observing: list[PolicyEvent] | None = None
+    __slots__ = (
+        "creations",
+        "deferred",
+        "depth",
+        "leaks_seen_observing",
+        "making",
+        "observing",
+    )
+
+    def __init__(self) -> None:
+        self.creations = 0
+        self.making: Making | None = None
+        #: Traced operations in progress: observers hear of them once the outermost is done.
+        self.depth = 0
+        self.deferred: list[PolicyEvent] | None = None
+        #: Observers are running: calls they make are counted, but not told to them again.
+        self.observing = False
+        #: Leaks of other loops that an observer's read flushed: told once observers are done.
+        self.leaks_seen_observing: list[PolicyEvent] | None = None
 
 
-thread_state = _ThreadState()
+#: A plain ``threading.local``, not a subclass of it, holding one object per thread: on
+#: free-threaded 3.13 each attribute access of a *subclass's* instance takes the interpreter's
+#: type lock (to find the ``_thread`` module up the subclass's MRO), which every thread of the
+#: process then waits on; a plain one's does not.
+_per_thread = threading.local()
+
+
+def thread_state() -> ThreadState:
+    """This thread's state, made on its first traced call."""
+    try:
+        return _per_thread.state  # type: ignore[no-any-return]
+    except AttributeError:
+        state = _per_thread.state = ThreadState()
+        return state
 
 
 class Operation:
@@ -217,14 +246,18 @@ class Operation:
         self.start = time.perf_counter()
 
     def __enter__(self) -> Operation:
-        thread_state.depth += 1
+        state = thread_state()
+        state.depth += 1
+        if _span_hook is None:
+            return self  # timed from __init__ on, just now
         try:
             self._start_span()
+            # The base's call is timed, not the span's start.
             self.start_ns = time.time_ns()
             self.start = time.perf_counter()
         except BaseException:
             # A Ctrl-C (or a hook's BaseException) here: no __exit__ will undo the depth.
-            thread_state.depth -= 1
+            state.depth -= 1
             self._end_span_unrecorded()
             raise
         return self
@@ -253,7 +286,7 @@ class Operation:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        thread_state.depth -= 1
+        thread_state().depth -= 1
         self.finish(exc)
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -289,7 +322,7 @@ def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
                 sink(event)
             except Exception as failure:
                 record_internal_error("meter", failure)
-    state = thread_state
+    state = thread_state()
     if event is not None and state.observing and event.kind == LOOP_LEAKED and _observers:
         _hold_leak(state, event)
         return
@@ -305,7 +338,7 @@ def _dispatch(event: PolicyEvent | None, handle: Any) -> None:
     _deliver(state, (event,))
 
 
-def _deliver_deferred(state: _ThreadState) -> None:
+def _deliver_deferred(state: ThreadState) -> None:
     """Tell observers the events that waited for the outermost call, once it is done."""
     if state.depth > 0 or not state.deferred or state.observing:
         return
@@ -313,14 +346,14 @@ def _deliver_deferred(state: _ThreadState) -> None:
     _deliver(state, events)
 
 
-def _hold_leak(state: _ThreadState, event: PolicyEvent) -> None:
+def _hold_leak(state: ThreadState, event: PolicyEvent) -> None:
     """A leak an observer's read flushed is no call of the observer's: keep it for them."""
     if state.leaks_seen_observing is None:
         state.leaks_seen_observing = []
     state.leaks_seen_observing.append(event)
 
 
-def _deliver(state: _ThreadState, events: Iterable[PolicyEvent]) -> None:
+def _deliver(state: ThreadState, events: Iterable[PolicyEvent]) -> None:
     state.observing = True
     try:
         for event in events:

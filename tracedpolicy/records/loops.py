@@ -48,9 +48,15 @@ from tracedpolicy.records.sites import (
 )
 
 
-class _ThreadLoops(threading.local):
+class _ThreadLoops:
     """This thread's current loop per policy state holder (with that holder's own state for
-    this thread, where it has one), and the sentinel that outlives nothing."""
+    this thread, where it has one), and the sentinel that outlives nothing.
+
+    Kept in a plain ``threading.local`` (see :func:`tracedpolicy.records.events.thread_state`
+    for why not a subclass of it).
+    """
+
+    __slots__ = ("current", "sentinel")
 
     def __init__(self) -> None:
         self.current: dict[int, tuple[LoopRecord, dict[str, Any] | None]] = {}
@@ -65,7 +71,7 @@ class LoopRegistry:
         self._records: dict[int, LoopRecord] = {}
         self._lock = forksafe.rlock()
         self._end_locks = tuple(forksafe.rlock() for _ in range(16))
-        self._threads = _ThreadLoops()
+        self._threads = threading.local()
         #: Leaks seen where no Python work may run (a dying thread, a GC callback), for flush().
         self._pending: collections.deque[tuple[LoopRecord, str]] = collections.deque()
         #: Open loops whose weakref the running collection cleared, by id: the collection
@@ -230,7 +236,7 @@ class LoopRegistry:
         ``holder`` is the object that keeps the state (a wrapped policy's base), so two wrappers
         around one base share it.
         """
-        threads = self._threads
+        threads = self._this_threads_loops()
         ident = threading.get_ident()
         previous = threads.current.pop(id(holder), None)
         if previous is not None:
@@ -248,6 +254,13 @@ class LoopRegistry:
                 sentinel, functools.partial(self._thread_ended, ident, threads.current)
             )
             self._thread_ends[id(end)] = end
+
+    def _this_threads_loops(self) -> _ThreadLoops:
+        try:
+            return self._threads.loops  # type: ignore[no-any-return]
+        except AttributeError:
+            loops = self._threads.loops = _ThreadLoops()
+            return loops
 
     def closed(self, loop: Loop, at: float | None = None) -> None:
         """``loop.close()`` returned (at ``at``, a ``time.monotonic()``, if not now): mark its
@@ -305,7 +318,7 @@ class LoopRegistry:
         self._pending = collections.deque()
         self._dying = {}
         self._expected = {}  # a parent's thread was making them
-        self._threads = _ThreadLoops()
+        self._threads = threading.local()
         self._thread_ends = {}
         # The counts say which loops are open: a thread of the parent may have been between
         # making a record and counting its loop when the fork happened.

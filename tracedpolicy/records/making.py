@@ -28,7 +28,7 @@ def make_loop(make: Callable[[], Loop], recorder: Recorder) -> Loop:
     The recording is an operation of ``recorder``: timed, in a span when spans are on, counted
     and told to observers once the loop exists and no layer is making one any more.
     """
-    state = thread_state
+    state = thread_state()
     if state.making is not None:
         return make()
     making = state.making = Making()
@@ -50,7 +50,7 @@ def make_loop(make: Callable[[], Loop], recorder: Recorder) -> Loop:
 
 def begin_outer() -> Making | None:
     """Mark this thread as making a loop; None if an outer layer already does."""
-    state = thread_state
+    state = thread_state()
     if state.making is not None:
         return None
     making = state.making = Making()
@@ -60,7 +60,7 @@ def begin_outer() -> Making | None:
 def end_outer(making: Making | None) -> None:
     """Undo :func:`begin_outer`."""
     if making is not None:
-        thread_state.making = None
+        thread_state().making = None
 
 
 def note_constructed(loop: Loop) -> bool:
@@ -68,7 +68,7 @@ def note_constructed(loop: Loop) -> bool:
 
     Returns False if no layer is making one: the caller records the loop itself.
     """
-    making = thread_state.making
+    making = thread_state().making
     if making is None:
         return False
     if making.constructed is None:

@@ -90,6 +90,8 @@ class Recorder:
             )
         }
         self._loop_classes: dict[str, LoopClassStats] = {}
+        self._sets = self._by_key["set_event_loop.set"].tick
+        self._clears = self._by_key["set_event_loop.clear"].tick
 
     def operation(self, kind: str) -> Operation:
         return Operation(self, kind)
@@ -137,9 +139,9 @@ class Recorder:
             return self.hits.value
         return self._by_key[key].value
 
-    def _finish(self, op: Operation, duration: float) -> PolicyEvent:
+    def _finish(self, op: Operation, duration: float) -> PolicyEvent | None:
+        """Count the call; the event to tell, if anything hears of events."""
         REGISTRY.flush()  # leaks noticed in dying threads are logged from a living one
-        main = is_main_thread()
         loop, loop_record, loop_class = op.loop, None, None
         if isinstance(loop, asyncio.AbstractEventLoop):  # a factory may hand back a stand-in
             # A loop handed out again (a factory returning an old one) was made only once.
@@ -147,7 +149,7 @@ class Recorder:
             loop_record = REGISTRY.record_for(loop, self.origin, self.creator, created, op.expected)
             loop_class = loop_record.loop_class if loop_record else class_name(type(loop))
             if created:
-                thread_state.creations += 1
+                thread_state().creations += 1
                 if (
                     loop_record is not None
                     and op.handle is not None
@@ -159,14 +161,20 @@ class Recorder:
                 if op.measured:
                     stats.creation_seconds.observe(duration)
         if op.kind == SET_EVENT_LOOP and op.error is None:
-            op.result = "clear" if loop is None else "set"
-            next(self._by_key[f"set_event_loop.{op.result}"].tick)
+            if loop is None:
+                op.result = "clear"
+                next(self._clears)
+            else:
+                op.result = "set"
+                next(self._sets)
             REGISTRY.set_current(op.owner, loop_record)
         elif op.kind == GET_EVENT_LOOP and op.result in ("created", "miss"):
             next(self._by_key[f"get_event_loop.{op.result}"].tick)
             if op.result == "created" and not op.measured:
                 # An opaque base set it itself, unseen.
                 REGISTRY.set_current(op.owner, loop_record)
+        if not events.heard():
+            return None
         # Positional: a 14-field NamedTuple made from keywords costs three times as much.
         return PolicyEvent(
             op.kind,
@@ -178,7 +186,7 @@ class Recorder:
             loop_class,
             threading.get_ident(),
             current_thread_name(),
-            main,
+            is_main_thread(),
             op.start_ns,
             time.time_ns(),
             duration if op.kind == NEW_EVENT_LOOP and op.measured else None,
@@ -212,6 +220,8 @@ def _loop_closed(record: LoopRecord, lifetime: float) -> None:
     stats = recorder_for(record.creator, record.origin).loop_class_stats(record.loop_class)
     next(stats.closed.tick)
     stats.lifetime_seconds.observe(lifetime)
+    if not events.heard():
+        return
     now = time.time_ns()
     event = PolicyEvent(  # positional, as in _finish
         LOOP_CLOSED,
@@ -245,6 +255,8 @@ def _loop_leaked(record: LoopRecord, reason: str) -> None:
         printable(record.made_by),
         record.age(),
     )
+    if not events.heard():
+        return
     now = time.time_ns()
     event = PolicyEvent(  # positional, as in _finish; the thread is the creating thread
         LOOP_LEAKED,

@@ -43,7 +43,7 @@ def _construct(
     """A loop class's ``__init__``: recorded here unless an outer layer is making the loop."""
     if not _active or loop is None:
         return wrapped(*args, **kwargs)
-    if thread_state.making is not None:
+    if thread_state().making is not None:
         result = wrapped(*args, **kwargs)
         note_constructed(loop)
         return result

@@ -117,7 +117,7 @@ def _get_from_opaque(
     A loop the base constructs meanwhile is this policy's creation (its layer is the outer one).
     A loop the base already held before it was traced is a hit, not a creation.
     """
-    creations_before = thread_state.creations
+    creations_before = thread_state().creations
     state = thread_state_of(owner)
     held_before = state.get("_loop") if state is not None else None
     start_ns = time.time_ns()
@@ -135,7 +135,7 @@ def _get_from_opaque(
         # The base made it with its own new_event_loop, which no traced one recorded.
         recorder.record_after(NEW_EVENT_LOOP, None, loop, start_ns)
         recorder.record_after(GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
-    elif thread_state.creations != creations_before:
+    elif thread_state().creations != creations_before:
         recorder.record_after(GET_EVENT_LOOP, "created", loop, start_ns, owner=owner)
     else:
         recorder.count_hit()
