@@ -17,6 +17,7 @@ import pytest
 import tracedpolicy
 from tracedpolicy import TracedEventLoopPolicy, traced
 from tracedpolicy.base._compat import RUNNING
+from tracedpolicy.records.loops import REGISTRY
 from tracedpolicy.records.recorder import recorder_for
 
 from ..outcomes import Outcome, in_thread, observe
@@ -489,3 +490,34 @@ def test_a_call_in_flight_when_the_mode_gives_the_class_back_acts_as_the_bare_on
         resume.set()
         thread.join(10)
     assert got == [True]
+
+
+@pytest.mark.parametrize("heard", [False, True], ids=["nothing-listens", "observed"])
+def test_a_set_counts_and_tracks_alike_whether_or_not_anything_hears_of_events(
+    heard: bool, loops: list[Any]
+) -> None:
+    """With no span hook or observer a set skips the event machinery: the counts, the failed
+    set left uncounted and the thread the loop is set on are the same as with an observer."""
+    label = f"set-{'observed' if heard else 'unheard'}"
+    policy = TracedEventLoopPolicy(DefaultPolicy(), label=label)
+    events: list[Any] = []
+    if heard:
+        tracedpolicy.add_observer(events.append)
+    try:
+        loop = policy.new_event_loop()
+        loops.append(loop)
+        policy.set_event_loop(loop)
+        record = REGISTRY.record_for(loop, "policy", label, False)
+        assert record is not None
+        set_on = dict(record.set_on)
+        assert observe(lambda: policy.set_event_loop(object())).error is not None
+        policy.set_event_loop(None)
+    finally:
+        tracedpolicy.remove_observer(events.append)
+    counts = recorder_for(label).snapshot()
+    assert (counts["set_event_loop.set"], counts["set_event_loop.clear"]) == (1, 1)
+    assert set_on == {threading.get_ident(): threading.current_thread().name}
+    assert record.set_on == {}
+    assert [e.result for e in events if e.kind == "set_event_loop"] == (
+        ["set", None, "clear"] if heard else []
+    )

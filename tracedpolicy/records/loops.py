@@ -344,11 +344,12 @@ class LoopRegistry:
     def _collected(self, key: int, ref: object) -> None:
         if self._unsettled():
             return  # a parent's loop, dropped with its thread as the child starts
-        with self._lock:
-            record = self._records.get(key)
-            if record is None or record._ref is not ref:
-                return
-            del self._records[key]
+        # No lock, as in record_for: this key's record cannot change meanwhile (the loop is
+        # dying, and its memory is reused only once this callback has returned).
+        record = forksafe.lookup(self._records, key)
+        if record is None or record._ref is not ref:
+            return
+        self._records.pop(key, None)
         if record.counts_as_open:
             if self._collecting:
                 self._dying[key] = record

@@ -27,6 +27,7 @@ from tracedpolicy.base import _compat
 from tracedpolicy.base._compat import AsyncioPolicyApi
 from tracedpolicy.base.options import Options
 from tracedpolicy.exporters import telemetry
+from tracedpolicy.records import events
 from tracedpolicy.records.events import (
     GET_EVENT_LOOP,
     NEW_EVENT_LOOP,
@@ -159,8 +160,13 @@ def _set(
 ) -> None:
     """Set through the base (its checks, errors and side effects), recorded as it runs.
 
-    ``owner`` keeps the state: the wrapped base, or the traced policy itself.
+    ``owner`` keeps the state: the wrapped base, or the traced policy itself. Where nothing
+    hears of events (no span, no observer), the set is only counted once it returned.
     """
+    if not events.heard():
+        inner_set(loop)
+        recorder.count_set(loop, owner)
+        return
     with recorder.operation(SET_EVENT_LOOP) as op:
         op.owner = owner
         inner_set(loop)
