@@ -7,7 +7,6 @@ the value and what is accepted, so a typo never silently turns telemetry off.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import os
@@ -274,6 +273,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if not name.startswith(_PREFIX) or name in known:
             continue
+        import difflib  # only for a typo: not at every process's start
+
         suffixes = [known_name[len(_PREFIX) :] for known_name in VARIABLES]  # the prefix alike
         close = difflib.get_close_matches(name[len(_PREFIX) :], suffixes, n=1, cutoff=0.6)
         hint = (

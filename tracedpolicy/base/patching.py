@@ -1,22 +1,28 @@
 """Patches of other code's functions, undone exactly.
 
-The wrapping is wrapt's, as OpenTelemetry's instrumentations do it: the wrapper keeps the
-original as ``__wrapped__``, binds like it, and ``inspect`` still sees its signature. The
-bookkeeping is ours, so that undoing puts back the very object that was there, or removes the
-attribute where it was inherited (wrapt's and OpenTelemetry's ``unwrap`` would leave a copy in
-the subclass). A wrapper must pass calls through untouched whenever its feature is off: someone
-may have wrapped ours in turn, and then ours stays in their chain.
+A Python function (asyncio's own: the policy setter, ``BaseEventLoop.__init__``, the runner's
+``_lazy_init``) is replaced by a Python function made with ``functools.wraps``: it keeps the
+original as ``__wrapped__`` (``inspect`` sees its signature), binds as a method as the original
+does, and pickles and copies as it does (by reference; as itself), with no import. Anything
+else (a C type's slot, a builtin: ``uvloop.Loop.__init__``) is wrapped by wrapt, as
+OpenTelemetry's instrumentations do it, imported only then: wrapt 2 imports
+``importlib.metadata`` (with ``email``, ``zipfile``, ``csv``), which was two thirds of what
+the whole-process mode added to a process's start-up. The bookkeeping is ours, so that undoing
+puts back the very object that was there, or removes the attribute where it was inherited
+(wrapt's and OpenTelemetry's ``unwrap`` would leave a copy in the subclass). A wrapper must pass
+calls through untouched whenever its feature is off: someone may have wrapped ours in turn, and
+then ours stays in their chain.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import sys
+import types
 from dataclasses import dataclass
 from typing import Any, Callable
-
-import wrapt
 
 logger = logging.getLogger("tracedpolicy")
 
@@ -74,43 +80,67 @@ def _reference(function: Any) -> Any:
     return getattr, (owner, name)
 
 
-class _BoundWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
-    """A patched method as a class or an instance hands it out: it pickles and copies as the
-    bare method does (wrapt's proxies refuse to)."""
+@functools.cache
+def _wrapt_wrapper_class() -> Any:
+    """wrapt's function wrapper, which also pickles and copies as the object it wraps does
+    (wrapt's proxies refuse to). Built on first use: wrapt is imported only then."""
+    import wrapt
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        if self._self_instance is None:  # BaseEventLoop.__init__: a function, bare
-            return _reference(self._self_parent.__wrapped__)
-        return self.__wrapped__.__reduce_ex__(protocol)  # a bound method: (getattr, (obj, name))
+    class _BoundWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+        """A patched method as a class or an instance hands it out."""
 
-    def __copy__(self) -> Any:
-        if self._self_instance is None:
-            return self  # a function copies as itself
-        return getattr(self._self_instance, self.__name__)  # as a method's reduction gives
+        def __reduce_ex__(self, protocol: Any) -> Any:
+            if self._self_instance is None:  # BaseEventLoop.__init__: a function, bare
+                return _reference(self._self_parent.__wrapped__)
+            return self.__wrapped__.__reduce_ex__(protocol)  # (getattr, (obj, name))
 
-    def __deepcopy__(self, memo: Any) -> Any:
-        if self._self_instance is None:
+        def __copy__(self) -> Any:
+            if self._self_instance is None:
+                return self  # a function copies as itself
+            return getattr(self._self_instance, self.__name__)  # as a method's reduction gives
+
+        def __deepcopy__(self, memo: Any) -> Any:
+            if self._self_instance is None:
+                return self
+            return getattr(copy.deepcopy(self._self_instance, memo), self.__name__)
+
+    class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+        """A function pickles as a reference to its module's attribute (or its class's), which
+        is this wrapper while the patch is on; copying a function gives the function itself."""
+
+        __bound_function_wrapper__ = _BoundWrapper
+
+        def __reduce_ex__(self, protocol: Any) -> Any:
+            return _reference(self.__wrapped__)
+
+        def __copy__(self) -> Any:
             return self
-        return getattr(copy.deepcopy(self._self_instance, memo), self.__name__)
+
+        def __deepcopy__(self, memo: Any) -> Any:
+            return self
+
+    return _Wrapper
 
 
-class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """wrapt's function wrapper, which also pickles and copies as the function it wraps does.
+def _function_wrapper(owner: Any, name: str, target: Any, wrapper: Wrapper) -> Any:
+    """What stands in for ``owner.name`` (``target``), calling ``wrapper(wrapped, instance,
+    args, kwargs)`` as wrapt does, whichever makes it."""
+    held = vars(owner).get(name)
+    if not isinstance(target, types.FunctionType) or isinstance(held, (staticmethod, classmethod)):
+        return _wrapt_wrapper_class()(target, wrapper)
+    if not isinstance(owner, type):  # a module's function
 
-    A function pickles as a reference to its module's attribute (or its class's), which is this
-    wrapper while the patch is on; copying a function gives the function itself.
-    """
+        @functools.wraps(target)
+        def function(*args: Any, **kwargs: Any) -> Any:
+            return wrapper(target, None, args, kwargs)
 
-    __bound_function_wrapper__ = _BoundWrapper
+        return function
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        return _reference(self.__wrapped__)
+    @functools.wraps(target)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return wrapper(target.__get__(self, type(self)), self, args, kwargs)
 
-    def __copy__(self) -> Any:
-        return self
-
-    def __deepcopy__(self, memo: Any) -> Any:
-        return self
+    return method
 
 
 def wrap(owner: Any, name: str, wrapper: Wrapper) -> Patch:
@@ -126,7 +156,7 @@ def wrap_everywhere(owners: list[Any], name: str, wrapper: Wrapper) -> list[Patc
     ``asyncio.set_event_loop_policy is asyncio.events.set_event_loop_policy`` still holds.
     """
     target = getattr(owners[0], name)
-    function_wrapper = _Wrapper(target, wrapper)
+    function_wrapper = _function_wrapper(owners[0], name, target, wrapper)
     patches = []
     for owner in owners:
         original = vars(owner).get(name, _MISSING)

@@ -17,13 +17,10 @@ A loop constructed inside a traced policy or factory is that layer's to record (
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
+import functools
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable, cast
-
-import wrapt
+from typing import Any, Callable
 
 from tracedpolicy.base import forksafe
 from tracedpolicy.base.patching import Patch, wrap
@@ -69,38 +66,44 @@ def _hook_uvloop(module: Any) -> None:
         _hook(loop_class)
 
 
-class _UvloopFinder(importlib.abc.MetaPathFinder):
+class _UvloopFinder:
     """Finds nothing itself: when uvloop is imported, it lets the other finders find it and
     hooks ``uvloop.Loop`` once the module has run. Other imports pass it by."""
 
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: Any = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: Any = None) -> Any:
         if fullname != "uvloop" or not _active:
             return None
         for finder in list(sys.meta_path):
             find_spec = getattr(finder, "find_spec", None)
             if finder is self or find_spec is None:
                 continue
-            spec: importlib.machinery.ModuleSpec | None = find_spec(fullname, path, target)
+            spec = find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = cast(importlib.abc.Loader, _HookingLoader(spec.loader))
+                    spec.loader = _hooking_loader_class()(spec.loader)
                 return spec
         return None
 
 
-class _HookingLoader(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    """The real loader, with the hook after its ``exec_module``; the module then names the
-    real loader. Everything else (``is_package``, ``get_code``, ``get_filename``, ``path``,
-    ``isinstance`` checks, ...) is the real loader's: asked before uvloop is imported, through
-    ``importlib.util.find_spec("uvloop").loader``, it answers as it would bare."""
+@functools.cache
+def _hooking_loader_class() -> Any:
+    """The real loader, with the hook after its ``exec_module`` (wrapt's proxy, imported only
+    as uvloop is: see :mod:`tracedpolicy.base.patching`)."""
+    import wrapt
 
-    def exec_module(self, module: Any) -> None:
-        loader = self.__wrapped__
-        module.__loader__ = module.__spec__.loader = loader
-        loader.exec_module(module)
-        _hook_uvloop(module)
+    class _HookingLoader(wrapt.ObjectProxy):  # type: ignore[type-arg]
+        """The module then names the real loader. Everything else (``is_package``,
+        ``get_code``, ``get_filename``, ``path``, ``isinstance`` checks, ...) is the real
+        loader's: asked before uvloop is imported, through
+        ``importlib.util.find_spec("uvloop").loader``, it answers as it would bare."""
+
+        def exec_module(self, module: Any) -> None:
+            loader = self.__wrapped__
+            module.__loader__ = module.__spec__.loader = loader
+            loader.exec_module(module)
+            _hook_uvloop(module)
+
+    return _HookingLoader
 
 
 _finder = _UvloopFinder()
