@@ -51,6 +51,15 @@ leaks_logger = logging.getLogger("tracedpolicy.leaks")
 class LoopClassStats:
     """The loop aggregates of one (policy, loop class) pair."""
 
+    __slots__ = (
+        "closed",
+        "created",
+        "creation_seconds",
+        "inherited",
+        "leaked",
+        "lifetime_seconds",
+    )
+
     def __init__(self) -> None:
         self.created = Counter()
         self.closed = Counter()
@@ -70,7 +79,18 @@ class LoopClassStats:
 
 class Recorder:
     """Aggregates and event dispatch for every traced policy, factory or constructor sharing
-    one (origin, creator) pair."""
+    one (origin, creator) pair. Slotted, as the registry is (its docstring says why)."""
+
+    __slots__ = (
+        "_by_key",
+        "_clears",
+        "_loop_classes",
+        "_sets",
+        "creator",
+        "hits",
+        "label",
+        "origin",
+    )
 
     def __init__(self, creator: str, origin: str = POLICY) -> None:
         self.origin = origin
