@@ -750,6 +750,59 @@ def test_hooked_methods_pickle_and_copy_as_bare() -> None:
         assert type(deep.__self__) is asyncio.Runner and deep.__self__ is not runner
 
 
+def hooked_method_calls() -> list[Callable[[], Any]]:
+    """Calls of hooked methods through the class, with odd arguments, as a caller may make."""
+    calls: list[Callable[[], Any]] = [
+        lambda: BaseEventLoop.__init__(None),  # type: ignore[arg-type]
+        lambda: BaseEventLoop.__init__(),  # type: ignore[call-arg]
+        lambda: BaseEventLoop.__init__(object()),  # type: ignore[arg-type]
+        lambda: asyncio.events.set_event_loop_policy(),  # type: ignore[call-arg]
+    ]
+    runner_class: Any = getattr(asyncio, "Runner", None)
+    if runner_class is not None:
+        calls.append(lambda: runner_class._lazy_init(None))
+    return calls
+
+
+def test_hooked_methods_called_through_the_class_fail_as_bare() -> None:
+    """``Class.method(None)`` runs the original with None, as bare does; a call short of its
+    arguments names the function as bare does (3.9 names it by its code)."""
+
+    def outcomes() -> list[tuple[str, str]]:
+        seen = []
+        for call in hooked_method_calls():
+            with pytest.raises(Exception) as caught:
+                call()
+            seen.append((type(caught.value).__name__, str(caught.value)))
+        return seen
+
+    bare = outcomes()
+    tracedpolicy.instrument()
+    try:
+        assert hasattr(vars(BaseEventLoop)["__init__"], "__wrapped__")
+        assert outcomes() == bare
+    finally:
+        tracedpolicy.uninstrument()
+
+
+def test_a_hooked_c_slot_pickles_and_copies_as_bare() -> None:
+    """uvloop's ``Loop.__init__`` is a C slot, wrapped by wrapt: it pickles as the slot does."""
+    import copy
+    import pickle
+
+    uvloop = pytest.importorskip("uvloop")
+    protocols = range(pickle.HIGHEST_PROTOCOL + 1)
+    bare = [pickle.dumps(uvloop.Loop.__init__, protocol) for protocol in protocols]
+    tracedpolicy.instrument()
+    try:
+        hooked = uvloop.Loop.__init__
+        assert hasattr(hooked, "__wrapped__")
+        assert [pickle.dumps(hooked, protocol) for protocol in protocols] == bare
+        assert copy.copy(hooked) is hooked
+    finally:
+        tracedpolicy.uninstrument()
+
+
 UVLOOP_LOADER = """
 import importlib.machinery, importlib.util, json, sys, tracedpolicy
 

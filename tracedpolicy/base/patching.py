@@ -67,6 +67,8 @@ def _reference(function: Any) -> Any:
     then, as with the bare method; a class hands out a new bound wrapper on each access, so the
     global form (which insists on the very object) cannot name it.
     """
+    if getattr(function, "__module__", None) is None:  # a C type's slot: its own reduction
+        return function.__reduce__()
     qualname: str = function.__qualname__
     path, _, name = qualname.rpartition(".")
     owner = sys.modules.get(function.__module__)
@@ -134,13 +136,22 @@ def _function_wrapper(owner: Any, name: str, target: Any, wrapper: Wrapper) -> A
         def function(*args: Any, **kwargs: Any) -> Any:
             return wrapper(target, None, args, kwargs)
 
-        return function
+        return _named_as(function, target)
 
     @functools.wraps(target)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self is None:  # Class.method(None): as bare, the original runs with None (and fails)
+            return wrapper(functools.partial(target, None), None, args, kwargs)
         return wrapper(target.__get__(self, type(self)), self, args, kwargs)
 
-    return method
+    return _named_as(method, target)
+
+
+def _named_as(function: Any, target: types.FunctionType) -> Any:
+    """``function``'s code named as ``target``'s: 3.9 names a call's missing argument by it
+    (``__init__() missing 1 required positional argument: 'self'``), and tracebacks show it."""
+    function.__code__ = function.__code__.replace(co_name=target.__code__.co_name)
+    return function
 
 
 def wrap(owner: Any, name: str, wrapper: Wrapper) -> Patch:
