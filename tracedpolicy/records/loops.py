@@ -56,11 +56,14 @@ class _ThreadLoops:
     for why not a subclass of it).
     """
 
-    __slots__ = ("current", "sentinel")
+    __slots__ = ("current", "sentinel", "states")
 
     def __init__(self) -> None:
         self.current: dict[int, tuple[LoopRecord, dict[str, Any] | None]] = {}
         self.sentinel: object | None = None
+        #: This thread's state dicts of the policies' ``threading.local`` objects, by the
+        #: local's id, each with a weak reference to its local (the entry goes with it).
+        self.states: dict[int, tuple[weakref.ref[threading.local], dict[str, Any]]] = {}
 
 
 class LoopRegistry:
@@ -268,7 +271,7 @@ class LoopRegistry:
         if record is None:
             return
         record.set_on[ident] = current_thread_name()
-        threads.current[id(holder)] = (record, thread_state_of(holder))
+        threads.current[id(holder)] = (record, _state_of(threads, holder))
         if threads.sentinel is None:
             # Thread-local storage is cleared when the thread ends, and the sentinel with it.
             # Not weakref.finalize: a forked child runs these callbacks before its fork handlers
@@ -423,6 +426,46 @@ def _thread_alive(ident: int) -> bool:
 
 class _Sentinel:
     """An object whose only job is to be dropped when its thread ends."""
+
+
+def _state_of(threads: _ThreadLoops, holder: object) -> dict[str, Any] | None:
+    """:func:`thread_state_of`, remembered per thread and policy: on free-threaded 3.13 each
+    read of a ``threading.local`` subclass's dict (asyncio's ``_Local``) takes the interpreter's
+    global type lock, and a thread sets loops through the same policy again and again."""
+    local = getattr(holder, "_local", None)
+    if not isinstance(local, threading.local):
+        return None
+    key = id(local)
+    states = threads.states
+    known = forksafe.lookup(states, key)
+    if known is not None and known[0]() is local:
+        return known[1]
+    state = thread_state_of(holder)
+    if state is not None:
+        if len(states) >= _STATES_KEPT:
+            states.pop(next(iter(states)), None)
+        forget = functools.partial(_forget_state, states, key, forksafe.in_unsettled_child)
+        states[key] = (weakref.ref(local, forget), state)
+    return state
+
+
+#: How many policies' states a thread remembers (a thread uses one or two).
+_STATES_KEPT = 8
+
+
+def _forget_state(
+    states: dict[int, tuple[weakref.ref[threading.local], dict[str, Any]]],
+    key: int,
+    unsettled: Callable[[], bool],
+    ref: weakref.ref[threading.local],
+) -> None:
+    """A policy's local went: so does this thread's memory of its state (its loop with it)."""
+    if unsettled():
+        return  # a parent's, dropped as a forked child starts
+    # No module global here: this may run as the interpreter tears the modules down.
+    known = states.get(key)
+    if known is not None and known[0] is ref:
+        states.pop(key, None)
 
 
 def _notify(listeners: list[Any], *args: Any) -> None:
