@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import warnings
-import weakref
 from typing import Any
 
 import pytest
@@ -700,30 +699,3 @@ def test_a_close_with_no_python_caller_is_counted_and_raises_nothing(
         timeout=60,
     )
     assert (done.returncode, done.stderr, done.stdout) == (0, "", "(1, 1, 0) []\n")
-
-
-def test_a_threads_memory_of_a_policys_state_goes_with_the_policy() -> None:
-    """A thread remembers each policy's per-thread state (reading it is slow without a GIL), but
-    not past the policy: a discarded policy's state, and a loop an untraced set left in it, go."""
-    found: dict[str, Any] = {}
-
-    def in_a_thread() -> None:
-        base = RUNNING.default_policy()  # type: ignore[operator]
-        policy = TracedEventLoopPolicy(base, label="remembered-state")
-        loop = policy.new_event_loop()
-        policy.set_event_loop(loop)
-        policy.set_event_loop(None)
-        states = REGISTRY._this_threads_loops().states
-        found["kept"] = id(base._local) in states
-        base.set_event_loop(loop)  # untraced: only the policy's own state holds it now
-        alive = weakref.ref(loop)
-        loop.close()
-        del policy, base, loop
-        gc.collect()
-        found["forgotten"] = not states
-        found["loop freed"] = alive() is None
-
-    thread = threading.Thread(target=in_a_thread)
-    thread.start()
-    thread.join()
-    assert found == {"kept": True, "forgotten": True, "loop freed": True}

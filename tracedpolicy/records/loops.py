@@ -39,31 +39,13 @@ from tracedpolicy.records.record import (
     Loop,
     LoopRecord,
 )
-from tracedpolicy.records.sites import (
-    CreationSite,
-    capture_site,
-    class_name,
-    current_thread_name,
-    thread_state_of,
+from tracedpolicy.records.sites import CreationSite, capture_site, class_name, current_thread_name
+from tracedpolicy.records.threadloops import (
+    Sentinel,
+    loops_of_this_thread,
+    state_of,
+    thread_alive,
 )
-
-
-class _ThreadLoops:
-    """This thread's current loop per policy state holder (with that holder's own state for
-    this thread, where it has one), and the sentinel that outlives nothing.
-
-    Kept in a plain ``threading.local`` (see :func:`tracedpolicy.records.events.thread_state`
-    for why not a subclass of it).
-    """
-
-    __slots__ = ("current", "sentinel", "states")
-
-    def __init__(self) -> None:
-        self.current: dict[int, tuple[LoopRecord, dict[str, Any] | None]] = {}
-        self.sentinel: object | None = None
-        #: This thread's state dicts of the policies' ``threading.local`` objects, by the
-        #: local's id, each with a weak reference to its local (the entry goes with it).
-        self.states: dict[int, tuple[weakref.ref[threading.local], dict[str, Any]]] = {}
 
 
 class LoopRegistry:
@@ -107,7 +89,7 @@ class LoopRegistry:
         #: In a forked child, the records of each parent process before it, never read again.
         self._inherited: list[tuple[object, ...]] = []
         #: The weak references to threads' sentinels, each kept until its thread ends.
-        self._thread_ends: dict[int, weakref.ref[_Sentinel]] = {}
+        self._thread_ends: dict[int, weakref.ref[Sentinel]] = {}
         self._collecting = False
         #: Bound here: weakref callbacks may run as the interpreter tears down the modules.
         self._unsettled = forksafe.in_unsettled_child
@@ -263,7 +245,7 @@ class LoopRegistry:
         ``holder`` is the object that keeps the state (a wrapped policy's base), so two wrappers
         around one base share it.
         """
-        threads = self._this_threads_loops()
+        threads = loops_of_this_thread(self._threads)
         ident = threading.get_ident()
         previous = threads.current.pop(id(holder), None)
         if previous is not None:
@@ -271,23 +253,16 @@ class LoopRegistry:
         if record is None:
             return
         record.set_on[ident] = current_thread_name()
-        threads.current[id(holder)] = (record, _state_of(threads, holder))
+        threads.current[id(holder)] = (record, state_of(threads, holder))
         if threads.sentinel is None:
             # Thread-local storage is cleared when the thread ends, and the sentinel with it.
             # Not weakref.finalize: a forked child runs these callbacks before its fork handlers
             # (in_unsettled_child), where finalize's registry may be locked for good.
-            sentinel = threads.sentinel = _Sentinel()
+            sentinel = threads.sentinel = Sentinel()
             end = weakref.ref(
                 sentinel, functools.partial(self._thread_ended, ident, threads.current)
             )
             self._thread_ends[id(end)] = end
-
-    def _this_threads_loops(self) -> _ThreadLoops:
-        try:
-            return self._threads.loops  # type: ignore[no-any-return]
-        except AttributeError:
-            loops = self._threads.loops = _ThreadLoops()
-            return loops
 
     def closed(self, loop: Loop, at: float | None = None) -> None:
         """``loop.close()`` returned (at ``at``, a ``time.monotonic()``, if not now): mark its
@@ -380,7 +355,7 @@ class LoopRegistry:
         if record.counts_as_open:
             if self._collecting:
                 self._dying[key] = record
-            ended = any(not _thread_alive(ident) for ident in tuple(record.set_on))
+            ended = any(not thread_alive(ident) for ident in tuple(record.set_on))
             self._pending.append((record, THREAD_EXIT if ended else GC_UNCLOSED))
 
     def _end_lock(self, record: LoopRecord) -> threading.RLock:
@@ -396,7 +371,7 @@ class LoopRegistry:
         self,
         ident: int,
         current: dict[int, tuple[LoopRecord, dict[str, Any] | None]],
-        end: weakref.ref[_Sentinel],
+        end: weakref.ref[Sentinel],
     ) -> None:
         if self._unsettled():
             return  # a parent's thread, dropped as the child starts: its loops are the parent's
@@ -408,64 +383,6 @@ class LoopRegistry:
                 continue  # the policy's own state says it was no longer current there
             if record.counts_as_open and loop is not None and self._holds(record, loop):
                 self._pending.append((record, THREAD_EXIT))
-
-
-def _thread_alive(ident: int) -> bool:
-    """Whether a thread still runs, without taking threading's lock.
-
-    This runs in weakref callbacks, which the garbage collector may call while this very
-    thread holds ``threading._active_limbo_lock`` (a plain Lock): ``threading.enumerate()``
-    would deadlock there. A dict lookup needs no lock; a thread leaves ``_active`` as its
-    ``run()`` returns, before its thread-local storage (and the loop in it) is dropped.
-    """
-    active = getattr(threading, "_active", None)
-    if isinstance(active, dict):
-        return ident in active
-    return True  # an unknown threading module: call it gc_unclosed rather than guess
-
-
-class _Sentinel:
-    """An object whose only job is to be dropped when its thread ends."""
-
-
-def _state_of(threads: _ThreadLoops, holder: object) -> dict[str, Any] | None:
-    """:func:`thread_state_of`, remembered per thread and policy: on free-threaded 3.13 each
-    read of a ``threading.local`` subclass's dict (asyncio's ``_Local``) takes the interpreter's
-    global type lock, and a thread sets loops through the same policy again and again."""
-    local = getattr(holder, "_local", None)
-    if not isinstance(local, threading.local):
-        return None
-    key = id(local)
-    states = threads.states
-    known = forksafe.lookup(states, key)
-    if known is not None and known[0]() is local:
-        return known[1]
-    state = thread_state_of(holder)
-    if state is not None:
-        if len(states) >= _STATES_KEPT:
-            states.pop(next(iter(states)), None)
-        forget = functools.partial(_forget_state, states, key, forksafe.in_unsettled_child)
-        states[key] = (weakref.ref(local, forget), state)
-    return state
-
-
-#: How many policies' states a thread remembers (a thread uses one or two).
-_STATES_KEPT = 8
-
-
-def _forget_state(
-    states: dict[int, tuple[weakref.ref[threading.local], dict[str, Any]]],
-    key: int,
-    unsettled: Callable[[], bool],
-    ref: weakref.ref[threading.local],
-) -> None:
-    """A policy's local went: so does this thread's memory of its state (its loop with it)."""
-    if unsettled():
-        return  # a parent's, dropped as a forked child starts
-    # No module global here: this may run as the interpreter tears the modules down.
-    known = states.get(key)
-    if known is not None and known[0] is ref:
-        states.pop(key, None)
 
 
 def _notify(listeners: list[Any], *args: Any) -> None:
