@@ -28,7 +28,8 @@ def test_a_threads_memory_of_a_policys_state_goes_with_the_policy() -> None:
     found: dict[str, Any] = {}
 
     def in_a_thread() -> None:
-        base = RUNNING.default_policy()  # type: ignore[operator]
+        policy_class: Any = RUNNING.default_policy
+        base = policy_class()
         policy = TracedEventLoopPolicy(base, label="remembered-state")
         loop = policy.new_event_loop()
         policy.set_event_loop(loop)

@@ -753,9 +753,9 @@ def test_hooked_methods_pickle_and_copy_as_bare() -> None:
 def hooked_method_calls() -> list[Callable[[], Any]]:
     """Calls of hooked methods through the class, with odd arguments, as a caller may make."""
     calls: list[Callable[[], Any]] = [
-        lambda: BaseEventLoop.__init__(None),  # type: ignore[arg-type]
-        lambda: BaseEventLoop.__init__(),  # type: ignore[call-arg]
-        lambda: BaseEventLoop.__init__(object()),  # type: ignore[arg-type]
+        lambda: BaseEventLoop.__init__(None),
+        lambda: BaseEventLoop.__init__(),
+        lambda: BaseEventLoop.__init__(object()),
         lambda: asyncio.events.set_event_loop_policy(),  # type: ignore[call-arg]
     ]
     runner_class: Any = getattr(asyncio, "Runner", None)

@@ -510,7 +510,7 @@ def test_a_set_counts_and_tracks_alike_whether_or_not_anything_hears_of_events(
         record = REGISTRY.record_for(loop, "policy", label, False)
         assert record is not None
         set_on = dict(record.set_on)
-        assert observe(lambda: policy.set_event_loop(object())).error is not None
+        assert observe(lambda: policy.set_event_loop(object())).error is not None  # type: ignore[arg-type]
         policy.set_event_loop(None)
     finally:
         tracedpolicy.remove_observer(events.append)
